@@ -1,0 +1,497 @@
+"""The patch bank: disease patches cut from box-annotated chest X-rays, laid out for batched pasting.
+
+Layout (N patches, P pixels in all), sorted by class so a random patch of class ``c`` is
+``class_start[c] + floor(u * class_count[c])`` with ``u ~ U[0, 1)``, without a host sync:
+
+- ``pixels (P,)`` uint8: every patch's grayscale pixels, row-major, one patch after the other;
+- ``offsets (N,)`` long: where each patch starts in ``pixels``;
+- ``sizes (N, 2)`` long: ``(h, w)`` of each patch;
+- ``boxes (N, 4)`` long: where each patch was cut on the canvas, xyxy, half-open (so ``h = y1 - y0``);
+- ``norm_boxes (N, 4)`` float32: the same region in normalised donor coordinates in ``[0, 1]`` (before rounding);
+- ``classes (N,)`` long: CXR-LT class index (non-decreasing);
+- ``class_start (C + 1,)`` / ``class_count (C,)`` long: first patch and number of patches of each class;
+- python side: ``canvas`` (int), ``max_size`` ``(h, w)`` ints, ``donors`` / ``sources`` (N str), ``report``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from dadam.labels import CXR_LT_CLASSES, class_index
+
+__all__ = ["BankReport", "PatchBank"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "dadam.PatchBank"
+FORMAT_VERSION = 1
+_TENSORS = ("pixels", "offsets", "sizes", "boxes", "norm_boxes", "classes")
+
+
+@dataclass
+class BankReport:
+    """What :meth:`PatchBank.from_boxes` did: donors read, patches kept, and what was skipped and why.
+
+    Attributes:
+        donors_read: number of donor images decoded.
+        patches: number of patches kept.
+        skipped_donors: ``(donor path, reason)`` for each donor that could not be read (its boxes are dropped).
+        skipped_boxes: ``(donor, row, reason)`` for each box that was dropped (e.g. empty after clipping).
+    """
+
+    donors_read: int = 0
+    patches: int = 0
+    skipped_donors: list[tuple[str, str]] = field(default_factory=list)
+    skipped_boxes: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One human-readable paragraph."""
+        lines = [
+            f"{self.patches} patches from {self.donors_read} donors; "
+            f"{len(self.skipped_donors)} donors and {len(self.skipped_boxes)} boxes skipped"
+        ]
+        lines += [f"  skipped donor {d}: {r}" for d, r in self.skipped_donors]
+        lines += [f"  skipped box row {i} of {d}: {r}" for d, i, r in self.skipped_boxes]
+        return "\n".join(lines)
+
+
+def _sha256(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> str:
+    """SHA-256 over the tensors (name, dtype, shape, bytes) and the metadata entries (all but the digest)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "sha256"):
+        h.update(f"{key}={meta[key]};".encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).reshape(-1).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class PatchBank:
+    """Disease patches on a square training canvas, in one flat buffer (see the module docstring for the layout).
+
+    Build one with :meth:`from_boxes` (real box tables), :meth:`from_patches` (tensors, e.g. tests) or
+    :meth:`load`. A bank is immutable; :meth:`to` returns a new bank.
+
+    Example:
+        >>> patches = [torch.full((4, 6), 200, dtype=torch.uint8), torch.full((3, 3), 90, dtype=torch.uint8)]
+        >>> bank = PatchBank.from_patches(patches, [[0, 0, 6, 4], [10, 10, 13, 13]], ["Fibrosis", "Mass"], canvas=32)
+        >>> len(bank), bank.max_size, bank.class_counts()["Mass"]
+        (2, (4, 6), 1)
+    """
+
+    def __init__(
+        self,
+        *,
+        pixels: torch.Tensor,
+        offsets: torch.Tensor,
+        sizes: torch.Tensor,
+        boxes: torch.Tensor,
+        norm_boxes: torch.Tensor,
+        classes: torch.Tensor,
+        canvas: int,
+        donors: Sequence[str],
+        sources: Sequence[str],
+        class_names: Sequence[str] = CXR_LT_CLASSES,
+        report: BankReport | None = None,
+    ) -> None:
+        n = int(classes.shape[0])
+        for name, t, shape in (
+            ("offsets", offsets, (n,)),
+            ("sizes", sizes, (n, 2)),
+            ("boxes", boxes, (n, 4)),
+            ("norm_boxes", norm_boxes, (n, 4)),
+        ):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        if pixels.ndim != 1 or pixels.dtype != torch.uint8:
+            raise ValueError(f"pixels must be a flat uint8 tensor, got {pixels.dtype} {tuple(pixels.shape)}")
+        if len(donors) != n or len(sources) != n:
+            raise ValueError(f"donors and sources need {n} entries, got {len(donors)} and {len(sources)}")
+        if n and bool((classes[1:] < classes[:-1]).any()):
+            raise ValueError("classes must be sorted (non-decreasing); build banks with from_patches")
+        self.pixels = pixels
+        self.offsets = offsets.long()
+        self.sizes = sizes.long()
+        self.boxes = boxes.long()
+        self.norm_boxes = norm_boxes.float()
+        self.classes = classes.long()
+        self.canvas = int(canvas)
+        self.donors = list(donors)
+        self.sources = list(sources)
+        self.class_names = tuple(class_names)
+        self.report = report if report is not None else BankReport(patches=n)
+        num_classes = len(self.class_names)
+        self.class_count = torch.bincount(self.classes, minlength=num_classes)[:num_classes]
+        self.class_start = torch.zeros(num_classes + 1, dtype=torch.long, device=self.classes.device)
+        self.class_start[1:] = torch.cumsum(self.class_count, 0)
+        sizes_cpu = self.sizes.cpu()
+        self.max_size = (int(sizes_cpu[:, 0].max()), int(sizes_cpu[:, 1].max())) if n else (0, 0)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_patches(
+        cls,
+        patches: Sequence[torch.Tensor],
+        boxes,
+        classes: Sequence[str | int],
+        *,
+        canvas: int,
+        norm_boxes=None,
+        donors: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        class_names: Sequence[str] = CXR_LT_CLASSES,
+        report: BankReport | None = None,
+    ) -> PatchBank:
+        """A bank from a list of patches, in any class order (they are sorted by class, stably).
+
+        Args:
+            patches: N uint8 tensors ``(h, w)`` or ``(1, h, w)``.
+            boxes: ``(N, 4)`` canvas pixel boxes xyxy half-open where each patch sits; ``(y1-y0, x1-x0)`` must
+                equal the patch's ``(h, w)`` and the box must lie inside the canvas.
+            classes: N class names or indices into ``class_names``.
+            canvas: side of the square canvas the boxes refer to.
+            norm_boxes: optional ``(N, 4)`` normalised boxes; default ``boxes / canvas``.
+            donors: optional N donor ids (default ``""``); sources: optional N source names (default ``""``).
+            class_names: the class list (default CXR-LT).
+            report: optional build report to keep.
+
+        Returns:
+            the :class:`PatchBank`.
+        """
+        n = len(patches)
+        boxes_t = torch.as_tensor(boxes, dtype=torch.long).reshape(n, 4)
+        if n != len(classes):
+            raise ValueError(f"need one class per patch: {n} patches, {len(classes)} classes")
+        names = list(class_names)
+        for c in classes:
+            if not (c in names if not isinstance(c, int) else 0 <= c < len(names)):
+                raise ValueError(f"unknown class {c!r}; expected an index < {len(names)} or one of {names}")
+        cls_idx = torch.tensor([c if isinstance(c, int) else names.index(c) for c in classes], dtype=torch.long)
+        flat = []
+        for i, (p, b) in enumerate(zip(patches, boxes_t, strict=True)):
+            p = torch.as_tensor(p)
+            if p.ndim == 3 and p.shape[0] == 1:
+                p = p[0]
+            if p.ndim != 2 or p.dtype != torch.uint8:
+                raise ValueError(f"patch {i} must be uint8 (h, w), got {p.dtype} {tuple(p.shape)}")
+            x0, y0, x1, y1 = (int(v) for v in b)
+            if (y1 - y0, x1 - x0) != tuple(p.shape):
+                raise ValueError(f"patch {i}: box {[x0, y0, x1, y1]} does not match patch size {tuple(p.shape)}")
+            if x0 < 0 or y0 < 0 or x1 > canvas or y1 > canvas or x1 <= x0 or y1 <= y0:
+                raise ValueError(f"patch {i}: box {[x0, y0, x1, y1]} is empty or outside the {canvas}x{canvas} canvas")
+            flat.append(p.reshape(-1))
+        order = torch.argsort(cls_idx, stable=True) if n else torch.zeros(0, dtype=torch.long)
+        sizes = (boxes_t[:, [3, 2]] - boxes_t[:, [1, 0]])[order]
+        numels = sizes[:, 0] * sizes[:, 1]
+        offsets = torch.zeros(n, dtype=torch.long)
+        if n:
+            offsets[1:] = torch.cumsum(numels, 0)[:-1]
+        pixels = torch.cat([flat[i] for i in order.tolist()]) if n else torch.zeros(0, dtype=torch.uint8)
+        nb = boxes_t.float() / canvas if norm_boxes is None else torch.as_tensor(norm_boxes, dtype=torch.float32)
+        donors = [""] * n if donors is None else list(donors)
+        sources = [""] * n if sources is None else list(sources)
+        return cls(
+            pixels=pixels,
+            offsets=offsets,
+            sizes=sizes,
+            boxes=boxes_t[order],
+            norm_boxes=nb.reshape(n, 4)[order],
+            classes=cls_idx[order],
+            canvas=canvas,
+            donors=[donors[i] for i in order.tolist()],
+            sources=[sources[i] for i in order.tolist()],
+            class_names=class_names,
+            report=report if report is not None else BankReport(patches=n),
+        )
+
+    @classmethod
+    def from_boxes(
+        cls,
+        boxes,
+        image_root: str | os.PathLike | Mapping[str, str | os.PathLike],
+        *,
+        canvas: int = 448,
+        margin: float = 0.0,
+        workers: int | None = None,
+        progress: bool = True,
+        sources: Sequence[str] | None = None,
+    ) -> PatchBank:
+        """Cut every box of a box table out of its donor image resized to ``canvas x canvas``.
+
+        A donor of ``W x H`` pixels is resized (torchvision ``resize``, antialias) to ``canvas x canvas``; a box is
+        scaled by ``canvas / width`` and ``canvas / height`` using the table's ``width``/``height`` when known
+        (the size the coordinates refer to), else the decoded image size. The box grows by ``margin`` times its
+        width/height on each side, is clipped to the image, and is rounded outwards to whole canvas pixels.
+
+        Args:
+            boxes: a box table (``image_id, label, x0, y0, x1, y1, width, height, source``; see the box contract).
+            image_root: folder of the images (path = ``image_root / image_id``), or a mapping
+                ``source -> folder`` to mix datasets.
+            canvas: side of the square training canvas in pixels.
+            margin: extra context around each box, as a fraction of the box size, per side (``>= 0``).
+            workers: threads decoding donors in parallel (default ``min(8, os.cpu_count())``).
+            progress: show a tqdm progress bar.
+            sources: keep only the rows whose ``source`` is in this list (default: all).
+
+        Returns:
+            the bank; ``bank.report`` (a :class:`BankReport`) lists skipped donors and boxes, which are also logged.
+
+        Raises:
+            ValueError: missing columns, unknown class names, ``canvas < 1`` or ``margin < 0``.
+        """
+        from dadam.io import read_image
+
+        if canvas < 1:
+            raise ValueError(f"canvas must be >= 1, got {canvas}")
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        need = ["image_id", "label", "x0", "y0", "x1", "y1"]
+        missing = [c for c in need if c not in boxes.columns]
+        if missing:
+            raise ValueError(f"box table is missing columns {missing}; it has {list(boxes.columns)}")
+        table = boxes.reset_index(drop=True)
+        if sources is not None:
+            table = table[table["source"].isin(list(sources))]
+        for lab in table["label"].unique():
+            class_index(lab)  # raises ValueError naming an unknown class
+        if "source" not in table.columns:
+            table = table.assign(source="")
+
+        def root_of(source: str) -> pathlib.Path:
+            if isinstance(image_root, Mapping):
+                if source not in image_root:
+                    raise ValueError(f"image_root has no folder for source {source!r}; it has {list(image_root)}")
+                return pathlib.Path(image_root[source])
+            return pathlib.Path(image_root)
+
+        if isinstance(image_root, Mapping):
+            unknown = sorted(set(map(str, table["source"].unique())) - set(image_root))
+            if unknown:
+                raise ValueError(f"image_root has no folder for sources {unknown}; it has {list(image_root)}")
+        groups = list(table.groupby(["source", "image_id"], sort=True))
+        report = BankReport()
+
+        def cut(item):
+            (source, image_id), rows = item
+            source = str(source)
+            path = root_of(source) / str(image_id)
+            img = read_image(path, dtype=torch.uint8)  # (1, H, W)
+            h_img, w_img = int(img.shape[-2]), int(img.shape[-1])
+            from torchvision.transforms.v2 import functional as TF
+
+            resized = TF.resize(img, [canvas, canvas], antialias=True)[0]  # (canvas, canvas)
+            out = []
+            for row_id, r in rows.iterrows():
+                w_ref = r["width"] if "width" in rows.columns and _finite(r["width"]) else w_img
+                h_ref = r["height"] if "height" in rows.columns and _finite(r["height"]) else h_img
+                x0, y0, x1, y1 = (float(r[k]) for k in ("x0", "y0", "x1", "y1"))
+                if not all(map(math.isfinite, (x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+                    out.append((row_id, f"invalid box {[x0, y0, x1, y1]}"))
+                    continue
+                mx, my = margin * (x1 - x0), margin * (y1 - y0)
+                nx0, ny0 = max(0.0, (x0 - mx) / w_ref), max(0.0, (y0 - my) / h_ref)
+                nx1, ny1 = min(1.0, (x1 + mx) / w_ref), min(1.0, (y1 + my) / h_ref)
+                cx0, cy0 = max(0, math.floor(nx0 * canvas)), max(0, math.floor(ny0 * canvas))
+                cx1, cy1 = min(canvas, math.ceil(nx1 * canvas)), min(canvas, math.ceil(ny1 * canvas))
+                if cx1 <= cx0 or cy1 <= cy0:
+                    out.append((row_id, f"box {[x0, y0, x1, y1]} is empty on the canvas after clipping"))
+                    continue
+                out.append(
+                    (
+                        resized[cy0:cy1, cx0:cx1].clone(),
+                        (cx0, cy0, cx1, cy1),
+                        (nx0, ny0, nx1, ny1),
+                        class_index(r["label"]),
+                        str(image_id),
+                        source,
+                    )
+                )
+            return str(path), out
+
+        def safe_cut(item):
+            (source, image_id), _ = item
+            try:
+                return cut(item)
+            except Exception as e:  # a bad donor is reported (report + log), not fatal
+                try:
+                    donor = str(root_of(str(source)) / str(image_id))
+                except ValueError:
+                    donor = f"{source}:{image_id}"
+                return donor, e
+
+        workers = workers or min(8, os.cpu_count() or 1)
+        from tqdm.auto import tqdm
+
+        results = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for res in tqdm(pool.map(safe_cut, groups), total=len(groups), disable=not progress, desc="patch bank"):
+                results.append(res)
+        patches, pboxes, nboxes, pclasses, donors, srcs = [], [], [], [], [], []
+        for donor_path, out in results:
+            if isinstance(out, Exception):
+                reason = f"{type(out).__name__}: {out}"
+                report.skipped_donors.append((donor_path, reason))
+                logger.warning("patch bank: skipped donor %s (%s)", donor_path, reason)
+                continue
+            report.donors_read += 1
+            for entry in out:
+                if len(entry) == 2:
+                    report.skipped_boxes.append((donor_path, int(entry[0]), entry[1]))
+                    logger.warning("patch bank: skipped box row %s of %s (%s)", entry[0], donor_path, entry[1])
+                    continue
+                p, b, nb, c, d, s = entry
+                patches.append(p)
+                pboxes.append(b)
+                nboxes.append(nb)
+                pclasses.append(c)
+                donors.append(d)
+                srcs.append(s)
+        report.patches = len(patches)
+        return cls.from_patches(
+            patches,
+            torch.tensor(pboxes, dtype=torch.long).reshape(-1, 4),
+            pclasses,
+            canvas=canvas,
+            norm_boxes=torch.tensor(nboxes, dtype=torch.float32).reshape(-1, 4),
+            donors=donors,
+            sources=srcs,
+            report=report,
+        )
+
+    # ------------------------------------------------------------------ accessors
+    def __len__(self) -> int:
+        return int(self.classes.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchBank({len(self)} patches, {int((self.class_count > 0).sum())} classes, canvas={self.canvas}, "
+            f"max_size={self.max_size}, {self.memory_bytes() / 2**20:.1f} MiB, device={self.device})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixels.device
+
+    @property
+    def covered(self) -> torch.Tensor:
+        """``(C,)`` bool: the classes the bank has at least one patch of."""
+        return self.class_count > 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by name (``pixels, offsets, sizes, boxes, norm_boxes, classes``)."""
+        return {name: getattr(self, name) for name in _TENSORS}
+
+    def patch(self, i: int) -> torch.Tensor:
+        """Patch ``i`` as a ``(h, w)`` uint8 view of ``pixels`` (not for hot paths)."""
+        h, w = (int(v) for v in self.sizes[i])
+        o = int(self.offsets[i])
+        return self.pixels[o : o + h * w].view(h, w)
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of patches per class name (all C classes, zeros included)."""
+        return dict(zip(self.class_names, (int(v) for v in self.class_count.cpu()), strict=True))
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the bank's tensors."""
+        return sum(t.numel() * t.element_size() for t in (*self.tensors().values(), self.class_start, self.class_count))
+
+    def to(self, device: torch.device | str) -> PatchBank:
+        """A new bank with every tensor on ``device``."""
+        return PatchBank(
+            **{k: v.to(device) for k, v in self.tensors().items()},
+            canvas=self.canvas,
+            donors=self.donors,
+            sources=self.sources,
+            class_names=self.class_names,
+            report=self.report,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the bank to one safetensors file (atomically), with a format version and a SHA-256 of the tensors.
+
+        Args:
+            path: destination file (conventionally ``*.safetensors``).
+        """
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
+        meta = {
+            "format": FORMAT_NAME,
+            "version": str(FORMAT_VERSION),
+            "canvas": str(self.canvas),
+            "class_names": json.dumps(list(self.class_names)),
+            "donors": json.dumps(self.donors),
+            "sources": json.dumps(self.sources),
+        }
+        meta["sha256"] = _sha256(tensors, meta)
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> PatchBank:
+        """Read a bank written by :meth:`save`, verifying the format version and the SHA-256 of the tensors.
+
+        Raises:
+            ValueError: naming the file, if it is not a patch bank, has another format version, or its tensors do
+                not match the stored checksum (corrupt or tampered).
+        """
+        from safetensors import safe_open
+
+        path = pathlib.Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable patch bank file ({type(e).__name__}: {e})") from e
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path}: not a patch bank (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise ValueError(f"{path}: patch bank format version {meta.get('version')}, expected {FORMAT_VERSION}")
+        missing = [k for k in _TENSORS if k not in tensors]
+        if missing:
+            raise ValueError(f"{path}: patch bank file lacks tensors {missing}")
+        digest = _sha256(tensors, meta)
+        if digest != meta.get("sha256"):
+            raise ValueError(
+                f"{path}: SHA-256 of the contents is {digest}, file says {meta.get('sha256')}: corrupt file"
+            )
+        bank = cls(
+            **{k: tensors[k] for k in _TENSORS},
+            canvas=int(meta["canvas"]),
+            donors=json.loads(meta["donors"]),
+            sources=json.loads(meta["sources"]),
+            class_names=json.loads(meta["class_names"]),
+        )
+        return bank if torch.device(device).type == "cpu" else bank.to(device)
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,180 @@
+"""Pure tensor ops of DADAM: paste / blend bank patches into a batch of images. No randomness, inputs never mutated.
+
+Value convention (both paths, bit-identical): with the patch pixel ``q`` (uint8 from the bank), the background
+``x`` and the slot weight ``a`` (1.0 = paste), computed in float32,
+
+- uint8 images: ``out = round_to_uint8(a * q + (1 - a) * x)``;
+- float images (in ``[0, 1]``): ``out = (a * (q / 255) + (1 - a) * x).to(dtype)``;
+- ``a == 1`` gives exactly the patch (``q``, or ``q / 255`` cast to the image dtype), whatever the background.
+
+Rounding to uint8 is defined once, in :func:`round_to_uint8` (half to even, clamped to 0..255).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["blend_values", "paste_patches", "round_to_uint8"]
+
+SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
+_TRASH = 1024  # distinct trash slots of the vectorised path
+
+
+def round_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Round a float tensor half-to-even and clamp to ``0..255`` as uint8 (the one rounding rule of DADAM)."""
+    return torch.round(x).clamp_(0, 255).to(torch.uint8)
+
+
+def blend_values(patch: torch.Tensor, background: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``alpha * patch + (1 - alpha) * background`` in float32, converted to the background's dtype.
+
+    Args:
+        patch: uint8 patch pixels (0..255).
+        background: image pixels (uint8 0..255, or float in [0, 1]); its dtype is the output dtype.
+        alpha: float32 weights, broadcastable; where ``alpha >= 1`` the result is exactly the patch.
+
+    Returns:
+        the blended values, broadcast shape, dtype of ``background``.
+
+    Shape:
+        any broadcastable shapes.
+
+    Example:
+        >>> blend_values(torch.tensor([200], dtype=torch.uint8), torch.tensor([100], dtype=torch.uint8),
+        ...              torch.tensor(0.6))
+        tensor([160], dtype=torch.uint8)
+    """
+    q = patch.to(torch.float32)
+    if background.dtype != torch.uint8:
+        q = q / 255
+    mixed = alpha * q + (1 - alpha) * background.to(torch.float32)
+    v = torch.where(alpha >= 1, q, mixed)
+    return round_to_uint8(v) if background.dtype == torch.uint8 else v.to(background.dtype)
+
+
+def _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if images.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"images dtype must be one of {SUPPORTED_DTYPES}, got {images.dtype}")
+    if pixels.dtype != torch.uint8 or pixels.ndim != 1:
+        raise ValueError(f"pixels must be a flat uint8 tensor, got {pixels.dtype} {tuple(pixels.shape)}")
+    B = images.shape[0]
+    K = patch_ids.shape[1] if patch_ids.ndim == 2 else -1
+    for name, t, shape in (
+        ("boxes", boxes, (B, K, 4)),
+        ("patch_ids", patch_ids, (B, K)),
+        ("active", active, (B, K)),
+        ("alpha", alpha, (B, K)),
+    ):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} for {B} images, got {tuple(t.shape)}")
+    if offsets.ndim != 1 or sizes.shape != (offsets.shape[0], 2):
+        raise ValueError(f"offsets (N,) and sizes (N, 2) do not match: {tuple(offsets.shape)}, {tuple(sizes.shape)}")
+
+
+def paste_patches(
+    images: torch.Tensor,
+    pixels: torch.Tensor,
+    offsets: torch.Tensor,
+    sizes: torch.Tensor,
+    boxes: torch.Tensor,
+    patch_ids: torch.Tensor,
+    active: torch.Tensor,
+    alpha: torch.Tensor,
+    *,
+    max_size: tuple[int, int],
+    path: str = "auto",
+) -> torch.Tensor:
+    """Paste (``alpha = 1``) or blend bank patches into images, out of place.
+
+    Patch ``patch_ids[b, k]`` (``sizes[id] = (h, w)`` pixels starting at ``pixels[offsets[id]]``) goes to the
+    canvas region starting at ``boxes[b, k, :2] = (x0, y0)``, i.e. ``[y0, y0 + h) x [x0, x0 + w)`` (the box's
+    ``x1, y1`` are not read; :func:`dadam.sampling.sample` keeps them equal to ``x0 + w, y0 + h``), the same
+    grayscale value in every channel. Pixels of a region outside the image are dropped. Active patches of one
+    sample must not overlap (the sampler guarantees it); where they do, the result is undefined.
+
+    Two paths with bit-identical results: ``"vectorised"`` (one gather/scatter over a padded
+    ``(B, K, max_h, max_w)`` grid of patch pixels, no host sync; the default on CUDA) and ``"loop"`` (slicing one
+    active patch at a time with host-side ints; the default on CPU). ``"auto"`` picks by device.
+
+    Args:
+        images: ``(B, C, H, W)`` uint8, float16, bfloat16 or float32 (float in [0, 1]); contiguous or channels_last.
+        pixels: ``(P,)`` uint8 flat patch buffer (``bank.pixels``); offsets ``(N,)``, sizes ``(N, 2)`` (h, w).
+        boxes: ``(B, K, 4)`` long xyxy canvas pixels; patch_ids ``(B, K)`` long; active ``(B, K)`` bool;
+            alpha ``(B, K)`` float weights of the patch (1.0 paste).
+        max_size: ``(max_h, max_w)`` of the bank's patches (``bank.max_size``), for the padded grid.
+        path: ``"auto"``, ``"vectorised"`` or ``"loop"``.
+
+    Returns:
+        a new tensor like ``images`` (same shape, dtype, device and memory format).
+
+    Shape:
+        images ``(B, C, H, W)``, boxes ``(B, K, 4)``, patch_ids / active / alpha ``(B, K)`` -> ``(B, C, H, W)``.
+
+    Example:
+        >>> out = paste_patches(images, bank.pixels, bank.offsets, bank.sizes, params.boxes,  # doctest: +SKIP
+        ...                     params.patch_ids, params.active, params.alpha, max_size=bank.max_size)
+    """
+    _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    if path == "auto":
+        path = "loop" if images.device.type == "cpu" else "vectorised"
+    if path == "vectorised":
+        return _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size)
+    if path == "loop":
+        return _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    raise ValueError(f"path must be 'auto', 'vectorised' or 'loop', got {path!r}")
+
+
+def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size):
+    """Gather/scatter over the padded patch grid; fixed shapes, no host sync."""
+    if not (images.is_contiguous() or images.is_contiguous(memory_format=torch.channels_last)):
+        images = images.contiguous()
+    B, C, H, W = images.shape
+    sB, sC, sH, sW = images.stride()
+    numel = images.numel()
+    # Flat output with a trash region after the image: invalid grid cells write to numel + (cell % TRASH) + c * sC,
+    # spread over TRASH slots so that the GPU does not serialise millions of writes to one address.
+    buf = torch.empty(numel + _TRASH + (C - 1) * sC, dtype=images.dtype, device=images.device)
+    out = buf[:numel].as_strided(images.shape, images.stride())
+    out.copy_(images)
+    mh, mw = max_size
+    if numel == 0 or patch_ids.shape[1] == 0 or mh == 0 or mw == 0:
+        return out
+    dev = images.device
+    hw = sizes[patch_ids]  # (B, K, 2)
+    h = hw[..., 0, None, None]  # (B, K, 1, 1)
+    w = hw[..., 1, None, None]
+    dy = torch.arange(mh, device=dev).view(mh, 1)
+    dx = torch.arange(mw, device=dev).view(1, mw)
+    y = boxes[..., 1, None, None] + dy  # (B, K, mh, 1)
+    x = boxes[..., 0, None, None] + dx  # (B, K, 1, mw)
+    valid = (dy < h) & (dx < w) & (y >= 0) & (y < H) & (x >= 0) & (x < W) & active[..., None, None]  # (B, K, mh, mw)
+    src = torch.where(valid, offsets[patch_ids][..., None, None] + dy * w + dx, 0)  # (B, K, mh, mw)
+    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
+    trash = numel + (torch.arange(mh * mw, device=dev).view(mh, mw) % _TRASH)  # (mh, mw)
+    dst = torch.where(valid, b * sB + y * sH + x * sW, trash)  # (B, K, mh, mw); trash where invalid
+    dst = dst[:, :, None] + (torch.arange(C, device=dev) * sC).view(1, 1, C, 1, 1)  # (B, K, C, mh, mw)
+    patch = pixels[src][:, :, None]  # (B, K, 1, mh, mw) uint8
+    value = blend_values(patch, buf[dst], alpha.to(torch.float32)[..., None, None, None])  # (B, K, C, mh, mw)
+    buf.index_put_((dst,), value)
+    return out
+
+
+def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
+    """CPU-only path: one slice assignment per active patch, with host-side ints (free on the CPU)."""
+    out = images.clone(memory_format=torch.preserve_format)
+    H, W = images.shape[-2:]
+    bk = torch.argwhere(active)  # CPU-only path: (n, 2) host-side list of active slots
+    b_idx, k_idx = bk[:, 0], bk[:, 1]
+    pid = patch_ids[b_idx, k_idx]
+    rows = torch.stack([b_idx, boxes[b_idx, k_idx, 0], boxes[b_idx, k_idx, 1], offsets[pid], *sizes[pid].T], 1)
+    alphas = alpha[b_idx, k_idx].to(torch.float32)
+    for (b, x0, y0, off, h, w), a in zip(rows.tolist(), alphas.unbind(0), strict=True):  # CPU-only path
+        ys, ye, xs, xe = max(y0, 0), min(y0 + h, H), max(x0, 0), min(x0 + w, W)
+        if ye <= ys or xe <= xs:
+            continue
+        patch = pixels[off : off + h * w].view(h, w)[ys - y0 : ye - y0, xs - x0 : xe - x0]
+        region = out[b, :, ys:ye, xs:xe]  # (C, h', w') view
+        region.copy_(blend_values(patch, region, a))
+    return out

@@ -1,0 +1,212 @@
+"""Shared test helpers: the ``check_op`` kernel checker (torchvision ``check_kernel`` style), synthetic banks,
+images and label tables, and slow obviously-correct references of DADAM's ops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+
+from dadam.bank import PatchBank
+from dadam.labels import CXR_LT_CLASSES, NO_FINDING
+
+__all__ = [
+    "assert_same_format",
+    "check_op",
+    "make_bank",
+    "make_images",
+    "make_label_table",
+    "memory_format_of",
+    "reference_paste",
+]
+
+NF = CXR_LT_CLASSES.index(NO_FINDING)
+IMAGE_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.preserve_format
+
+
+def assert_same_format(out: torch.Tensor, ref: torch.Tensor) -> None:
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
+    assert out.device == ref.device, (out.device, ref.device)
+    assert memory_format_of(out) == memory_format_of(ref), (out.stride(), ref.stride())
+
+
+def _to(v, device):
+    return v.to(device) if isinstance(v, torch.Tensor) else v
+
+
+def check_op(
+    op: Callable[..., torch.Tensor],
+    images: torch.Tensor,
+    batch_args: Mapping[str, torch.Tensor],
+    *,
+    other_args: Mapping[str, object] | None = None,
+    reference: Callable[..., torch.Tensor] | None = None,
+    cuda: bool = False,
+) -> torch.Tensor:
+    """Check an image op ``op(images, **batch_args, **other_args)`` the way torchvision's ``check_kernel`` does.
+
+    Checks: inputs not mutated (``_version`` unchanged and values equal), output dtype / device / shape / memory
+    format equal to the input's, batched == per-sample (every ``batch_args`` tensor is sliced along dim 0 with the
+    images), empty batch gives an empty output of the same format, equal to ``reference`` when given (exactly),
+    and, with ``cuda=True``, CPU output == CUDA output exactly.
+
+    Returns:
+        the op's output on the batch.
+    """
+    other_args = dict(other_args or {})
+    tensors = [images, *batch_args.values(), *(v for v in other_args.values() if isinstance(v, torch.Tensor))]
+    versions = [t._version for t in tensors]
+    copies = [t.clone() for t in tensors]
+
+    out = op(images, **batch_args, **other_args)
+
+    assert [t._version for t in tensors] == versions, "op mutated an input in place"
+    for t, c in zip(tensors, copies, strict=True):
+        assert torch.equal(t, c), "op changed an input's values"
+    assert_same_format(out, images)
+
+    # batched == per-sample
+    for b in range(images.shape[0]):
+        one = op(images[b : b + 1], **{k: v[b : b + 1] for k, v in batch_args.items()}, **other_args)
+        assert torch.equal(one[0], out[b]), f"sample {b}: batched output differs from per-sample output"
+
+    # empty batch
+    empty = op(images[:0], **{k: v[:0] for k, v in batch_args.items()}, **other_args)
+    assert_same_format(empty, images[:0])
+
+    if reference is not None:
+        ref = reference(images, **batch_args, **other_args)
+        assert torch.equal(out, ref), f"op differs from the reference at {int((out != ref).sum())} elements"
+
+    if cuda:
+        dev = torch.device("cuda")
+        out_cuda = op(
+            images.to(dev),
+            **{k: v.to(dev) for k, v in batch_args.items()},
+            **{k: _to(v, dev) for k, v in other_args.items()},
+        )
+        assert out_cuda.device.type == "cuda"
+        assert memory_format_of(out_cuda) == memory_format_of(images)
+        assert torch.equal(out_cuda.cpu(), out), "CPU and CUDA outputs differ"
+    return out
+
+
+def make_images(
+    batch: int, channels: int, size: int, dtype: torch.dtype, *, channels_last: bool = False, seed: int = 0
+) -> torch.Tensor:
+    """Random images ``(B, C, size, size)``: uint8 0..255 or float in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch, channels, size, size), generator=g, dtype=torch.uint8)
+    if dtype != torch.uint8:
+        x = (torch.rand(batch, channels, size, size, generator=g)).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def make_bank(
+    classes: Mapping[str, int] | None = None,
+    *,
+    canvas: int = 64,
+    min_size: int = 3,
+    max_size: int = 20,
+    seed: int = 0,
+) -> PatchBank:
+    """A synthetic bank: ``classes[name]`` random uint8 patches of each class, random sizes and positions."""
+    classes = classes or {"Fibrosis": 3, "Hernia": 2, "Pneumoperitoneum": 2, "Mass": 3, "Nodule": 4, "Cardiomegaly": 2}
+    g = torch.Generator().manual_seed(seed)
+    patches, boxes, names = [], [], []
+    for name, n in classes.items():
+        for _ in range(n):
+            h, w = (int(v) for v in torch.randint(min_size, max_size + 1, (2,), generator=g))
+            y0 = int(torch.randint(0, canvas - h + 1, (1,), generator=g))
+            x0 = int(torch.randint(0, canvas - w + 1, (1,), generator=g))
+            patches.append(torch.randint(0, 256, (h, w), generator=g, dtype=torch.uint8))
+            boxes.append([x0, y0, x0 + w, y0 + h])
+            names.append(name)
+    return PatchBank.from_patches(
+        patches, boxes, names, canvas=canvas, donors=[f"d{i}" for i in range(len(names))], sources=["syn"] * len(names)
+    )
+
+
+def make_label_table(n: int = 4000, *, seed: int = 0, normal_fraction: float = 0.3) -> torch.Tensor:
+    """A ``(n, 26)`` label matrix with long-tailed frequencies, normal rows and known positive correlations.
+
+    Frequencies follow half the CXR-LT frequencies; Fibrosis, Hernia and Pneumoperitoneum get about 3 % each. Mass and Nodule are made to co-occur with Fibrosis and Hernia (so
+    they are positively correlated companions of those tail classes); Cardiomegaly is independent.
+    """
+    from dadam.labels import CXR_LT_TRAIN_COUNTS, CXR_LT_TRAIN_IMAGES
+
+    g = torch.Generator().manual_seed(seed)
+    freq = torch.tensor([CXR_LT_TRAIN_COUNTS[c] / CXR_LT_TRAIN_IMAGES for c in CXR_LT_CLASSES])
+    y = (torch.rand(n, 26, generator=g) < freq * 0.5).float()
+    ci = CXR_LT_CLASSES.index
+    tails = torch.tensor([ci("Fibrosis"), ci("Hernia"), ci("Pneumoperitoneum")])
+    rows = torch.rand(n, generator=g) < 0.1  # about 10 % of the rows show one of the three tail classes
+    y[rows, tails[torch.randint(0, 3, (int(rows.sum()),), generator=g)]] = 1.0
+    for tail, comp in (
+        ("Fibrosis", "Mass"),
+        ("Fibrosis", "Nodule"),
+        ("Hernia", "Nodule"),
+        ("Pneumoperitoneum", "Mass"),
+    ):
+        co = (y[:, ci(tail)] > 0) & (torch.rand(n, generator=g) < 0.6)
+        y[co, ci(comp)] = 1.0
+    y[:, NF] = 0.0
+    y[y.sum(1) == 0, NF] = 1.0
+    normal = torch.rand(n, generator=g) < normal_fraction
+    y[normal] = 0.0
+    y[normal, NF] = 1.0
+    return y
+
+
+def reference_paste(
+    images: torch.Tensor,
+    pixels: torch.Tensor,
+    offsets: torch.Tensor,
+    sizes: torch.Tensor,
+    boxes: torch.Tensor,
+    patch_ids: torch.Tensor,
+    active: torch.Tensor,
+    alpha: torch.Tensor,
+    **_ignored,
+) -> torch.Tensor:
+    """Slow numpy reference of ``paste_patches``: loop over samples and slots, float32 formula per region."""
+    out = images.clone()
+    B, C, H, W = images.shape
+    for b in range(B):
+        for k in range(patch_ids.shape[1]):
+            if not bool(active[b, k]):
+                continue
+            i = int(patch_ids[b, k])
+            h, w = int(sizes[i, 0]), int(sizes[i, 1])
+            off = int(offsets[i])
+            q = pixels[off : off + h * w].numpy().reshape(h, w).astype(np.float32)
+            x0, y0 = int(boxes[b, k, 0]), int(boxes[b, k, 1])
+            a = np.float32(alpha[b, k])
+            for c in range(C):
+                for r in range(h):
+                    y = y0 + r
+                    if not 0 <= y < H:
+                        continue
+                    cols = [cx for cx in range(w) if 0 <= x0 + cx < W]
+                    if not cols:
+                        continue
+                    xs = np.array(cols)
+                    bg = images[b, c, y, x0 + xs].to(torch.float32).numpy()
+                    qq = q[r, xs] if images.dtype == torch.uint8 else q[r, xs] / np.float32(255)
+                    v = qq if a >= 1 else a * qq + (np.float32(1) - a) * bg
+                    if images.dtype == torch.uint8:
+                        val = torch.from_numpy(np.clip(np.round(v), 0, 255).astype(np.uint8))
+                    else:
+                        val = torch.from_numpy(v.astype(np.float32)).to(images.dtype)
+                    out[b, c, y, x0 + xs] = val
+    return out

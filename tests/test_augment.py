@@ -1,0 +1,327 @@
+import math
+import pathlib
+import re
+
+import pytest
+import torch
+from helpers import IMAGE_DTYPES, NF, assert_same_format, make_bank, make_images, make_label_table, reference_paste
+
+from dadam import DiseasedAreaAugment, LabelStats, PatchBank
+from dadam.labels import CXR_LT_CLASSES
+from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, apply_labels, sample
+
+CANVAS = 64
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return make_bank(canvas=CANVAS)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return make_label_table(4000)
+
+
+@pytest.fixture(scope="module")
+def stats(table):
+    return LabelStats.from_labels(table)
+
+
+def _aug(bank, stats, **kw):
+    kw.setdefault("generator", 0)
+    return DiseasedAreaAugment(bank, stats, **kw)
+
+
+def _eligible(aug, labels):
+    """Slow per-sample eligibility: 1 paste, 2 blend possible, 0 neither."""
+    tw, cw = aug.tail_weight, aug.companion_weight
+    out = []
+    for y in labels:
+        pos = y > 0.5
+        if pos[NF] and int(pos.sum()) == 1:
+            out.append(1)
+            continue
+        tails = [t for t in range(26) if pos[t] and tw[t] > 0]
+        out.append(2 if any(cw[t, j] > 0 and not pos[j] for t in tails for j in range(26)) else 0)
+    return torch.tensor(out)
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_p0_is_identity(bank, stats, table):
+    aug = _aug(bank, stats, p=0.0)
+    images = make_images(32, 1, CANVAS, torch.uint8)
+    labels = table[:32].clone()
+    out, new_labels, params = aug(images, labels, return_params=True)
+    assert torch.equal(out, images) and torch.equal(new_labels, labels)
+    assert not params.changed.any() and not params.active.any()
+
+
+def test_p1_changes_every_eligible_sample_and_labels_are_exact(bank, stats, table):
+    aug = _aug(bank, stats, p=1.0, max_patches=3)
+    labels = table[:400].clone()
+    params = aug.sample(labels)
+    eligible = _eligible(aug, labels)
+    assert (eligible == 1).sum() > 50 and (eligible == 2).sum() > 10 and (eligible == 0).sum() > 10
+    assert torch.equal(params.mode, eligible), "p=1 must change exactly the eligible samples"
+    tw, cw = aug.tail_weight, aug.companion_weight
+    for b in range(len(labels)):
+        y, new = labels[b], params.labels[b]
+        cls = params.classes[b][params.active[b]].tolist()
+        if params.mode[b] == MODE_PASTE:
+            assert tw[cls[0]] > 0, "the first pasted class must be a tail class"
+            assert all(cw[cls[0], j] > 0 and j != cls[0] and j != NF for j in cls[1:]), "companions need rho(t,j) > 0"
+            assert len(set(cls)) == len(cls)
+            assert set(new.nonzero().flatten().tolist()) == set(cls) and new[NF] == 0
+            assert params.alpha[b][params.active[b]].eq(1.0).all()
+        elif params.mode[b] == MODE_BLEND:
+            (j,) = cls
+            assert y[j] == 0 and float(params.alpha[b, 0]) == pytest.approx(0.6)
+            assert any(y[t] > 0.5 and tw[t] > 0 and cw[t, j] > 0 for t in range(26))
+            expect = y.clone()
+            expect[j] = 1.0
+            assert torch.equal(new, expect)
+        else:
+            assert torch.equal(new, y) and not params.active[b].any()
+    assert torch.equal(apply_labels(labels, params), params.labels)
+
+
+def test_placed_patches_never_overlap_and_match_their_patch(bank, stats, table):
+    for seed in range(6):
+        aug = _aug(bank, stats, p=1.0, max_patches=4, jitter=0.3 * (seed % 2), generator=seed)
+        params = aug.sample(table[seed * 300 : (seed + 1) * 300])
+        assert params.active.sum(1).max() >= 3
+        for b in range(len(params)):
+            act = params.active[b]
+            boxes = params.boxes[b][act].tolist()
+            for i in range(len(boxes)):
+                for k in range(i):
+                    assert not _overlap(boxes[i], boxes[k]), f"seed {seed} sample {b}: {boxes[i]} overlaps {boxes[k]}"
+            for (x0, y0, x1, y1), pid, c in zip(
+                boxes, params.patch_ids[b][act].tolist(), params.classes[b][act].tolist(), strict=True
+            ):
+                assert 0 <= x0 < x1 <= CANVAS and 0 <= y0 < y1 <= CANVAS
+                assert [y1 - y0, x1 - x0] == bank.sizes[pid].tolist()
+                assert int(bank.classes[pid]) == c
+                if aug.jitter == 0:
+                    assert [x0, y0, x1, y1] == bank.boxes[pid].tolist(), "aligned position expected without jitter"
+                else:
+                    shift = (torch.tensor([x0, y0]) - bank.boxes[pid][:2]).abs().max()
+                    assert shift <= math.ceil(0.3 * CANVAS)
+
+
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", [(1, False), (3, True)])
+def test_forward_pixels_and_format(bank, stats, table, dtype, channels, channels_last):
+    aug = _aug(bank, stats, p=0.9)
+    images = make_images(24, channels, CANVAS, dtype, channels_last=channels_last, seed=3)
+    labels = table[:24].clone()
+    v_img, v_lab = images._version, labels._version
+    out, new_labels, params = aug(images, labels, return_params=True)
+    assert images._version == v_img and labels._version == v_lab
+    assert_same_format(out, images)
+    assert new_labels.dtype == labels.dtype and new_labels.shape == labels.shape
+    ref = reference_paste(
+        images, bank.pixels, bank.offsets, bank.sizes, params.boxes, params.patch_ids, params.active, params.alpha
+    )
+    assert torch.equal(out, ref)
+    assert params.changed.any()
+
+
+def test_same_seed_same_output_and_replay(bank, stats, table):
+    images = make_images(48, 3, CANVAS, torch.float32, seed=1)
+    labels = table[:48].clone()
+    a = _aug(bank, stats, p=0.7, generator=123)
+    b = _aug(bank, stats, p=0.7, generator=123)
+    out_a, lab_a, params = a(images, labels, return_params=True)
+    out_b, lab_b = b(images, labels)
+    assert torch.equal(out_a, out_b) and torch.equal(lab_a, lab_b)
+    out_c, _ = a(images, labels)  # the generator moved on
+    assert not torch.equal(out_a, out_c)
+    g = torch.Generator().manual_seed(5)
+    g2 = torch.Generator().manual_seed(5)
+    assert torch.equal(
+        _aug(bank, stats, generator=g)(images, labels)[0], _aug(bank, stats, generator=g2)(images, labels)[0]
+    )
+    # replay with params, whole batch and per sample
+    out_r, lab_r = a(images, labels, params=params)
+    assert torch.equal(out_r, out_a) and torch.equal(lab_r, lab_a)
+    for i in range(48):
+        one, one_lab = a(images[i : i + 1], labels[i : i + 1], params=params[i])
+        assert torch.equal(one[0], out_a[i]) and torch.equal(one_lab[0], lab_a[i])
+
+
+def test_tail_class_frequencies_follow_freq_power_minus_gamma(bank, stats):
+    normal = torch.zeros(20000, 26)
+    normal[:, NF] = 1.0
+    for gamma in (0.0, 1.0):
+        aug = _aug(bank, stats, p=1.0, gamma=gamma, max_patches=1, generator=7)
+        params = aug.sample(normal)
+        counts = torch.bincount(params.classes[:, 0], minlength=26).double()
+        tail = aug.tail_mask
+        expect = torch.where(tail, stats.freq.double().clamp_min(1 / stats.num_samples) ** -gamma, 0.0)
+        expect = expect / expect.sum() * len(normal)
+        assert torch.equal(counts > 0, tail), "only tail classes may be pasted first"
+        chi2 = float(((counts - expect)[tail] ** 2 / expect[tail]).sum())
+        dof = int(tail.sum()) - 1
+        assert chi2 < dof + 6 * math.sqrt(2 * dof) + 10, f"gamma={gamma}: chi2={chi2:.1f} for {dof} dof"
+
+
+def test_blend_companion_frequencies_follow_corr_power_beta(bank, stats):
+    aug = _aug(bank, stats, p=1.0, beta=2.0, generator=8)
+    t = CXR_LT_CLASSES.index("Fibrosis")
+    labels = torch.zeros(20000, 26)
+    labels[:, t] = 1.0
+    params = aug.sample(labels)
+    assert (params.mode == MODE_BLEND).all()
+    counts = torch.bincount(params.classes[:, 0], minlength=26).double()
+    w = aug.companion_weight[t].double()
+    assert w.gt(0).sum() >= 2 and torch.equal(counts > 0, w > 0)
+    expect = w / w.sum() * len(labels)
+    ok = w > 0
+    chi2 = float(((counts - expect)[ok] ** 2 / expect[ok]).sum())
+    assert chi2 < 40, chi2
+
+
+def test_nothing_to_draw_leaves_the_sample_unchanged(bank, stats):
+    aug = _aug(bank, stats, p=1.0)
+    t = CXR_LT_CLASSES.index("Fibrosis")
+    y = torch.zeros(4, 26)
+    y[:, t] = 1.0
+    y[:, aug.companion_weight[t] > 0] = 1.0  # every companion already present
+    params = aug.sample(y)
+    assert (params.mode == MODE_NONE).all() and torch.equal(params.labels, y)
+
+
+def test_soft_label(bank, stats, table):
+    aug = _aug(bank, stats, p=1.0, soft_label=True, alpha=0.4)
+    labels = table[:300]
+    params = aug.sample(labels)
+    blend = params.mode == MODE_BLEND
+    assert blend.any()
+    j = params.classes[blend, 0]
+    assert torch.allclose(params.labels[blend].gather(1, j[:, None]), torch.tensor(0.4))
+
+
+def test_empty_batch_returns_empty_unchanged(bank, stats):
+    aug = _aug(bank, stats)
+    images, labels = torch.zeros(0, 1, CANVAS, CANVAS, dtype=torch.uint8), torch.zeros(0, 26)
+    out, new_labels, params = aug(images, labels, return_params=True)
+    assert out.shape == images.shape and new_labels.shape == labels.shape and len(params) == 0
+
+
+def test_bad_options_and_inputs(bank, stats):
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\], got 0.0"):
+        DiseasedAreaAugment(bank, stats, alpha=0.0)
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\], got 1.5"):
+        DiseasedAreaAugment(bank, stats, alpha=1.5)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got -0.1"):
+        DiseasedAreaAugment(bank, stats, p=-0.1)
+    with pytest.raises(ValueError, match="max_patches must be an int >= 1, got 0"):
+        DiseasedAreaAugment(bank, stats, max_patches=0)
+    with pytest.raises(ValueError, match="tail class 'Flu' is not one of"):
+        DiseasedAreaAugment(bank, stats, tail=["Flu"])
+    with pytest.raises(TypeError, match="generator must be"):
+        DiseasedAreaAugment(bank, stats, generator="seed")
+    only_common = PatchBank.from_patches(
+        [torch.zeros(4, 4, dtype=torch.uint8)], [[0, 0, 4, 4]], ["No Finding"], canvas=64
+    )
+    with pytest.raises(
+        ValueError,
+        match=re.escape("no tail class is covered by the bank: tail=default (quantile 0.5), covered classes=[]"),
+    ):
+        DiseasedAreaAugment(only_common, stats)
+    with pytest.raises(ValueError, match=re.escape("tail=['Atelectasis'], covered classes=['Cardiomegaly'")):
+        DiseasedAreaAugment(bank, stats, tail=["Atelectasis"])
+    aug = _aug(bank, stats)
+    img = torch.zeros(2, 1, CANVAS, CANVAS, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"labels must be \(B, 26\), got shape \(2, 14\)"):
+        aug(img, torch.zeros(2, 14))
+    with pytest.raises(ValueError, match=r"images must be \(B, C, H, W\), got shape \(1, 64, 64\)"):
+        aug(img[0], torch.zeros(2, 26))
+    with pytest.raises(ValueError, match="images must have 1 or 3 channels, got C=2"):
+        aug(torch.zeros(2, 2, CANVAS, CANVAS), torch.zeros(2, 26))
+    with pytest.raises(ValueError, match="images are 32x32 but the patch bank's canvas is 64x64"):
+        aug(torch.zeros(2, 1, 32, 32), torch.zeros(2, 26))
+    with pytest.raises(ValueError, match="differ in batch size: 2 and 3"):
+        aug(img, torch.zeros(3, 26))
+    with pytest.raises(ValueError, match="params are for 1 samples, the batch has 2"):
+        aug(img, torch.zeros(2, 26), params=aug.sample(torch.zeros(1, 26)))
+
+
+def test_buffers_move_and_stay_out_of_state_dict(bank, stats):
+    aug = _aug(bank, stats)
+    assert aug.state_dict() == {}
+    names = {n for n, _ in aug.named_buffers()}
+    assert {"pixels", "offsets", "sizes", "patch_boxes", "tail_weight", "companion_weight"} <= names
+    assert aug.to(torch.float64).pixels.dtype == torch.uint8
+
+
+def test_sampler_is_free_of_host_sync_patterns():
+    """Code review as a test: the hot-path modules use none of the calls that sync a GPU with the host."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "dadam"
+    banned = re.compile(r"\.item\(\)|\.tolist\(\)|\.cpu\(\)|\.numpy\(\)|nonzero\(|for \w+ in range\((B|batch|len\()")
+    for name in ("sampling.py", "ops.py", "augment.py"):
+        for i, line in enumerate((root / name).read_text().splitlines(), 1):
+            if banned.search(line.split("#")[0]) and "CPU-only path" not in line:
+                pytest.fail(f"{name}:{i}: {line.strip()}")
+
+
+def test_sample_on_a_large_label_table_is_fast(bank, stats):
+    import time
+
+    labels = make_label_table(100_000, seed=9)
+    aug = _aug(bank, stats, p=0.5)
+    t0 = time.perf_counter()
+    params = aug.sample(labels)
+    assert time.perf_counter() - t0 < 10.0
+    assert len(params) == 100_000 and params.changed.any()
+    # the functional sampler with the module's tensors and the same seed draws the same params
+    labels = labels[:2000]
+    aug = _aug(bank, stats, p=0.5, generator=0)
+    assert torch.equal(
+        aug.sample(labels).labels,
+        sample(
+            labels,
+            tail_weight=aug.tail_weight,
+            companion_weight=aug.companion_weight,
+            patch_boxes=aug.patch_boxes,
+            class_start=aug.class_start,
+            class_count=aug.class_count,
+            canvas=CANVAS,
+            p=0.5,
+            generator=torch.Generator().manual_seed(0),
+        ).labels,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_equals_cpu_with_replayed_params(bank, stats, table, dtype, channels_last):
+    aug = _aug(bank, stats, p=0.9, generator=2)
+    images = make_images(64, 3, CANVAS, dtype, channels_last=channels_last, seed=4)
+    labels = table[:64].clone()
+    out, lab, params = aug(images, labels, return_params=True)
+    aug_cuda = _aug(bank, stats, p=0.9, generator=2).cuda()
+    out_cuda, lab_cuda = aug_cuda(images.cuda(), labels.cuda(), params=params.to("cuda"))
+    assert torch.equal(out_cuda.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
+    assert out_cuda.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.gpu
+def test_cuda_forward_has_no_host_sync(bank, stats, table):
+    aug = _aug(bank, stats, p=0.9, generator=2).cuda()
+    images = make_images(64, 3, CANVAS, torch.float32).cuda()
+    labels = table[:64].cuda()
+    aug(images, labels)  # warm-up (lazy generator, kernels)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, new_labels = aug(images, labels)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == images.shape and new_labels.shape == labels.shape

@@ -1,0 +1,182 @@
+import logging
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import make_bank
+from torchvision.transforms.v2 import functional as TF
+
+from dadam.bank import PatchBank
+from dadam.io import read_image
+from dadam.labels import CXR_LT_CLASSES, class_index
+
+CANVAS = 224
+
+
+def _read_nih_boxes(csv):
+    try:
+        from dadam.formats import read_nih_boxes
+    except ImportError:  # the readers issue not merged yet: the box table by hand
+        raw = pd.read_csv(csv, usecols=range(6), header=0, names=["image_id", "label", "x", "y", "w", "h"])
+        raw["label"] = raw["label"].replace({"Infiltrate": "Infiltration"})
+        return pd.DataFrame(
+            {
+                "image_id": raw["image_id"],
+                "label": raw["label"],
+                "source_label": raw["label"],
+                "x0": raw["x"],
+                "y0": raw["y"],
+                "x1": raw["x"] + raw["w"],
+                "y1": raw["y"] + raw["h"],
+                "width": 1024.0,
+                "height": 1024.0,
+                "source": "nih",
+                "rater": "",
+            }
+        )
+    return read_nih_boxes(csv)
+
+
+@pytest.fixture(scope="module")
+def nih_boxes(shared_data):
+    return _read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
+
+
+@pytest.fixture(scope="module")
+def nih_bank(nih_boxes, shared_data):
+    return PatchBank.from_boxes(nih_boxes, shared_data / "nih14" / "images", canvas=CANVAS, workers=2, progress=False)
+
+
+def test_nih_bank_every_box_at_its_place(nih_bank, nih_boxes, shared_data):
+    bank = nih_bank
+    assert len(bank) == len(nih_boxes) == 12
+    assert bank.report.donors_read == 12 and not bank.report.skipped_donors and not bank.report.skipped_boxes
+    assert bank.class_counts()["Cardiomegaly"] == 3 and bank.class_counts()["Nodule"] == 3
+    assert sum(bank.class_counts().values()) == 12
+    assert bank.classes.tolist() == sorted(bank.classes.tolist())
+    assert set(bank.sources) == {"nih"}
+    seen = set()
+    for i in range(len(bank)):
+        donor = bank.donors[i]
+        rows = nih_boxes[nih_boxes["image_id"] == donor]
+        img = read_image(shared_data / "nih14" / "images" / donor)  # (1, 1024, 1024)
+        resized = TF.resize(img, [CANVAS, CANVAS], antialias=True)[0]
+        x0, y0, x1, y1 = bank.boxes[i].tolist()
+        assert torch.equal(bank.patch(i), resized[y0:y1, x0:x1]), f"patch {i} is not the crop of {donor}"
+        # the canvas box is the table's box scaled by canvas / 1024, rounded outwards
+        r = next(r for _, r in rows.iterrows() if class_index(r["label"]) == int(bank.classes[i]))
+        s = CANVAS / 1024
+        assert [x0, y0, x1, y1] == [
+            math.floor(r.x0 * s),
+            math.floor(r.y0 * s),
+            min(CANVAS, math.ceil(r.x1 * s)),
+            min(CANVAS, math.ceil(r.y1 * s)),
+        ]
+        np.testing.assert_allclose(bank.norm_boxes[i].numpy(), np.array([r.x0, r.y0, r.x1, r.y1]) / 1024, rtol=1e-6)
+        assert bank.sizes[i].tolist() == [y1 - y0, x1 - x0]
+        seen.add(donor)
+    assert len(seen) == 12
+    assert bank.max_size == tuple(bank.sizes.max(0).values.tolist())
+    assert bank.memory_bytes() >= bank.pixels.numel()
+    # flat layout: patches are back to back
+    assert bank.offsets.tolist() == [0, *torch.cumsum(bank.sizes.prod(1), 0)[:-1].tolist()]
+    assert bank.class_start[-1] == 12 and bank.class_count.sum() == 12
+
+
+def test_margin_grows_boxes_and_clips(nih_boxes, shared_data):
+    small = nih_boxes.iloc[:3]
+    b0 = PatchBank.from_boxes(small, shared_data / "nih14" / "images", canvas=CANVAS, progress=False)
+    b1 = PatchBank.from_boxes(small, shared_data / "nih14" / "images", canvas=CANVAS, margin=0.25, progress=False)
+    for i in range(3):
+        assert (b1.boxes[i, :2] <= b0.boxes[i, :2]).all() and (b1.boxes[i, 2:] >= b0.boxes[i, 2:]).all()
+        assert (b1.boxes[i] >= 0).all() and (b1.boxes[i] <= CANVAS).all()
+        assert (b1.sizes[i] > b0.sizes[i]).any()
+
+
+def test_save_load_round_trip_and_tampering(nih_bank, tmp_path):
+    path = tmp_path / "bank.safetensors"
+    nih_bank.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["bank.safetensors"]  # no temporary left behind
+    loaded = PatchBank.load(path)
+    for name, t in nih_bank.tensors().items():
+        assert torch.equal(getattr(loaded, name), t), name
+    assert torch.equal(loaded.class_start, nih_bank.class_start)
+    assert loaded.donors == nih_bank.donors and loaded.sources == nih_bank.sources
+    assert loaded.canvas == CANVAS and loaded.max_size == nih_bank.max_size and loaded.class_names == CXR_LT_CLASSES
+
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip a pixel byte
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"tampered\.safetensors: SHA-256 .* corrupt file"):
+        PatchBank.load(bad)
+
+    text = path.read_bytes().replace(b'"canvas":"224"', b'"canvas":"228"')
+    assert text != path.read_bytes()
+    bad.write_bytes(text)
+    with pytest.raises(ValueError, match="tampered.safetensors: SHA-256"):
+        PatchBank.load(bad)
+
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="tampered.safetensors: not a readable patch bank file"):
+        PatchBank.load(bad)
+
+
+def test_unreadable_donor_is_reported_not_fatal(nih_boxes, shared_data, tmp_path, caplog):
+    root = tmp_path / "images"
+    root.mkdir()
+    ids = nih_boxes["image_id"].tolist()
+    for name in ids[:3]:
+        shutil.copy(shared_data / "nih14" / "images" / name, root / name)
+    (root / ids[3]).write_bytes(b"\x89PNG broken")  # corrupt donor; ids[4] is missing altogether
+    with caplog.at_level(logging.WARNING, logger="dadam.bank"):
+        bank = PatchBank.from_boxes(nih_boxes.iloc[:5], root, canvas=64, progress=False)
+    assert len(bank) == 3 and bank.report.donors_read == 3
+    skipped = dict(bank.report.skipped_donors)
+    assert set(skipped) == {str(root / ids[3]), str(root / ids[4])}
+    assert "FileNotFoundError" in skipped[str(root / ids[4])]
+    assert ids[3] in caplog.text and ids[4] in caplog.text
+    assert "2 donors and 0 boxes skipped" in bank.report.summary()
+
+
+def test_source_mapping_and_bad_tables(nih_boxes, shared_data):
+    two = nih_boxes.iloc[:2].copy()
+    bank = PatchBank.from_boxes(two, {"nih": shared_data / "nih14" / "images"}, canvas=64, progress=False)
+    assert len(bank) == 2
+    with pytest.raises(ValueError, match=r"image_root has no folder for sources \['nih'\]"):
+        PatchBank.from_boxes(two, {"vindr": shared_data}, canvas=64, progress=False)
+    with pytest.raises(ValueError, match=r"missing columns \['x1'\]"):
+        PatchBank.from_boxes(two.drop(columns="x1"), shared_data, progress=False)
+    with pytest.raises(ValueError, match="unknown class 'Flu'"):
+        PatchBank.from_boxes(two.assign(label="Flu"), shared_data, progress=False)
+    flat = two.copy()
+    flat.loc[flat.index[0], "x1"] = flat.iloc[0]["x0"]  # zero-width box: skipped and reported
+    bank = PatchBank.from_boxes(flat, shared_data / "nih14" / "images", canvas=64, progress=False)
+    assert len(bank) == 1 and len(bank.report.skipped_boxes) == 1 and "invalid box" in bank.report.skipped_boxes[0][2]
+
+
+def test_from_patches_validates_and_sorts():
+    bank = make_bank({"Nodule": 2, "Fibrosis": 1}, canvas=32, max_size=8)
+    assert bank.classes.tolist() == [class_index("Fibrosis"), class_index("Nodule"), class_index("Nodule")]
+    assert bank.class_start[class_index("Nodule")] == 1 and bank.class_count[class_index("Nodule")] == 2
+    p = torch.zeros(3, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"patch 0: box \[0, 0, 3, 4\] does not match patch size \(3, 4\)"):
+        PatchBank.from_patches([p], [[0, 0, 3, 4]], ["Mass"], canvas=32)
+    with pytest.raises(ValueError, match="outside the 32x32 canvas"):
+        PatchBank.from_patches([p], [[30, 0, 34, 3]], ["Mass"], canvas=32)
+    with pytest.raises(ValueError, match="must be uint8"):
+        PatchBank.from_patches([p.float()], [[0, 0, 4, 3]], ["Mass"], canvas=32)
+
+
+def test_to_returns_a_new_bank(nih_bank):
+    moved = nih_bank.to("cpu")
+    assert moved is not nih_bank and torch.equal(moved.pixels, nih_bank.pixels) and len(moved) == len(nih_bank)
+
+
+@pytest.mark.gpu
+def test_bank_to_cuda(nih_bank):
+    b = nih_bank.to("cuda")
+    assert b.pixels.is_cuda and b.class_start.is_cuda and torch.equal(b.pixels.cpu(), nih_bank.pixels)
