@@ -1,0 +1,172 @@
+"""dadam.data: decoding, the label Dataset, resumable/sharded samplers, loaders and the model input step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dadam.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LabelDataset,
+    ResumableSampler,
+    ShardSampler,
+    decode_image,
+    make_loader,
+    to_model_input,
+)
+from dadam.labels import CXR_LT_CLASSES
+
+
+def _pil_gray_resized(path, size):
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("L"))
+    return arr, np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+
+
+def _table(paths, n_classes=26, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=(len(paths), n_classes)).astype(float)
+    y[0, 3] = np.nan  # unknown label must survive
+    df = pd.DataFrame(y, columns=list(CXR_LT_CLASSES[:n_classes]))
+    df.insert(0, "path", [str(p) for p in paths])
+    df.insert(0, "image_id", [p.name for p in paths])
+    df["source"] = "test"
+    return df
+
+
+@pytest.fixture()
+def nih_table(shared_data):
+    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))[:12]
+    return _table(paths)
+
+
+def test_decode_png_matches_pil(shared_data):
+    # 00001369_000 is RGBA: both must reduce it to luma; the rest are 8-bit gray.
+    for name in ("00000129_000.png", "00001369_000.png"):
+        path = shared_data / "nih14" / "images" / name
+        native = decode_image(path)
+        ref, ref_small = _pil_gray_resized(path, 64)
+        assert native.shape == (1, 1024, 1024) and native.dtype == torch.uint8
+        assert (native[0].int() - torch.from_numpy(ref).int()).abs().max() <= 1
+        small = decode_image(path, canvas=64)
+        assert small.shape == (1, 64, 64) and small.dtype == torch.uint8
+        # antialiased bilinear vs PIL's bilinear (a box-like filter when downscaling): close, not equal
+        assert (small[0].float() - torch.from_numpy(ref_small).float()).abs().mean() < 3.0
+
+
+def test_decode_jpeg_and_dicom(tmp_path, shared_data):
+    rng = np.random.default_rng(1)
+    arr = (rng.random((40, 56)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.jpg", quality=95)
+    with Image.open(tmp_path / "a.jpg") as im:
+        ref = np.asarray(im.convert("L"))
+    x = decode_image(tmp_path / "a.jpg")
+    assert x.shape == (1, 40, 56)
+    assert (x[0].int() - torch.from_numpy(ref).int()).abs().max() <= 2  # libjpeg-turbo IDCT vs PIL's
+    pytest.importorskip("pydicom")
+    dcm = next((shared_data / "dicom").glob("*.dcm"))
+    d = decode_image(dcm, canvas=32)
+    assert d.shape == (1, 32, 32) and d.dtype == torch.uint8 and d.float().std() > 5
+
+
+def test_dataset_items(nih_table, shared_data):
+    ds = LabelDataset(nih_table, shared_data, canvas=64, dataset_id=1)
+    assert len(ds) == 12
+    img, y, did = ds[0]
+    assert img.shape == (1, 64, 64) and img.dtype == torch.uint8
+    assert y.shape == (26,) and y.dtype == torch.float32
+    assert torch.isnan(y[3]) and did.item() == 1 and did.dtype == torch.long
+    expected = nih_table[list(CXR_LT_CLASSES)].to_numpy(np.float32)[5]
+    np.testing.assert_array_equal(ds[5][1].numpy(), expected)
+    # relative paths resolve against root
+    rel = nih_table.assign(path=[f"nih14/images/{i}" for i in nih_table["image_id"]])
+    torch.testing.assert_close(LabelDataset(rel, shared_data, canvas=64)[2][0], ds[2][0])
+
+
+def test_dataset_errors(nih_table, shared_data, tmp_path):
+    with pytest.raises(ValueError, match=r"lacks columns \['Atelectasis'\]"):
+        LabelDataset(nih_table.drop(columns=["Atelectasis"]), shared_data, canvas=64)
+    with pytest.raises(ValueError, match="canvas must be a positive int, got 0"):
+        LabelDataset(nih_table, shared_data, canvas=0)
+    bad = nih_table.copy()
+    bad.loc[1, "path"] = str(tmp_path / "missing.png")
+    ds = LabelDataset(bad, shared_data, canvas=64)
+    with pytest.raises(FileNotFoundError, match=r"row 1 \(image_id '.*'\): image file .*missing.png not found"):
+        ds[1]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    bad.loc[2, "path"] = str(tmp_path / "broken.png")
+    with pytest.raises(RuntimeError, match=r"row 2 .*cannot decode .*broken.png"):
+        LabelDataset(bad, shared_data, canvas=64)[2]
+
+
+def test_resumable_sampler_order_and_skip():
+    s = ResumableSampler(10, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    assert sorted(full) == list(range(10))
+    ref = torch.randperm(10, generator=torch.Generator().manual_seed(5)).tolist()
+    assert full == ref  # seed + epoch
+    s.set_epoch(2, start=4)
+    assert list(s) == full[4:] and len(s) == 6
+    s2 = ResumableSampler(10, seed=0)
+    s2.load_state_dict(s.state_dict())
+    assert list(s2) == full[4:]
+    s.set_epoch(3)
+    assert list(s) != full
+    with pytest.raises(ValueError, match="start must be in"):
+        s.set_epoch(0, start=11)
+
+
+def test_resumable_sampler_shards_cover_dataset():
+    shards = [ResumableSampler(11, seed=0, num_replicas=3, rank=r) for r in range(3)]
+    for s in shards:
+        s.set_epoch(1)
+    got = [list(s) for s in shards]
+    assert all(len(g) == 4 for g in got)  # ceil(11 / 3), padded by wrap-around
+    assert set(sum(got, [])) == set(range(11))
+    ev = [list(ShardSampler(11, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(sum(ev, [])) == list(range(11))  # no padding, no duplicates
+
+
+def test_make_loader_batches_and_workers(nih_table, shared_data):
+    ds = LabelDataset(nih_table, shared_data, canvas=64)
+    loader = make_loader(ds, batch_size=5, num_workers=0, seed=7)
+    batches = list(loader)
+    assert len(batches) == 2  # drop_last for training
+    images, labels, ids = batches[0]
+    assert images.shape == (5, 1, 64, 64) and images.dtype == torch.uint8
+    assert labels.shape == (5, 26) and ids.shape == (5,) and ids.dtype == torch.long
+    order = loader.sampler.indices()
+    torch.testing.assert_close(images, torch.stack([ds[i][0] for i in order[:5]]))
+    # two workers, persistent: same batches, same order
+    loader2 = make_loader(ds, batch_size=5, num_workers=2, seed=7)
+    assert loader2.persistent_workers
+    for (a, la, _), (b, lb, _) in zip(batches, loader2, strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(la, lb, equal_nan=True)
+    # resuming after one batch gives the remaining batch
+    loader.sampler.set_epoch(0, start=5)
+    rest = list(loader)
+    assert len(rest) == 1 and torch.equal(rest[0][0], batches[1][0])
+    ev = make_loader(ds, batch_size=5, train=False, num_workers=0)
+    assert [b[0].shape[0] for b in ev] == [5, 5, 2]
+
+
+def test_to_model_input():
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8, generator=g)
+    x = to_model_input(u8, channels_last=True)
+    assert x.shape == (2, 3, 8, 8) and x.is_contiguous(memory_format=torch.channels_last)
+    for c in range(3):
+        ref = (u8[:, 0].float() / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        torch.testing.assert_close(x[:, c], ref)
+    torch.testing.assert_close(to_model_input(u8.float() / 255), x.contiguous())
+    assert u8._version == 0
+    one = to_model_input(u8, in_chans=1, mean=(0.5,), std=(0.5,))
+    torch.testing.assert_close(one, u8.float() / 127.5 - 1)
+    with pytest.raises(ValueError, match=r"images must be \(B, 1, H, W\), got shape \(2, 3, 8, 8\)"):
+        to_model_input(x)

@@ -1,0 +1,109 @@
+"""DDP: `torchrun`-style launch of fpsm.train with 2 CPU processes on gloo; identical weights on both ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dadam.labels import CXR_LT_CLASSES
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training(tmp_path, shared_data):
+    from dadam import PatchBank
+    from dadam.formats import read_nih_boxes
+
+    (tmp_path / "images").mkdir()
+    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))
+    for p in paths:
+        with Image.open(p) as im:
+            im.convert("L").resize((64, 64), Image.BILINEAR).save(tmp_path / "images" / p.name)
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame((rng.random((32, 26)) < 0.3).astype(float), columns=list(CXR_LT_CLASSES))
+    df.insert(0, "path", [f"images/{p.name}" for p in paths])
+    df.insert(0, "image_id", [p.name for p in paths])
+    df.to_csv(tmp_path / "train.csv", index=False)
+    df.iloc[:11].to_csv(tmp_path / "val.csv", index=False)  # odd count: ranks get 6 and 5 images
+    bank = PatchBank.from_boxes(
+        read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv"),
+        shared_data / "nih14" / "images",
+        canvas=64,
+        progress=False,
+        workers=1,
+    )
+    bank.save(tmp_path / "bank.safetensors")
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "fpsm.train",
+        "--dataset",
+        "labels-csv",
+        "--train-csv",
+        str(tmp_path / "train.csv"),
+        "--val-csv",
+        str(tmp_path / "val.csv"),
+        "--out-dir",
+        str(out),
+        "--backbone",
+        "resnet10t",
+        "--canvas",
+        "64",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--ckpt-every",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-tensorboard",
+        "--dadam",
+        "--bank",
+        str(tmp_path / "bank.safetensors"),
+        "--dadam-p",
+        "1.0",
+        "--log-every",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    final = json.loads((out / "final.json").read_text())
+    hashes = final["rank_weight_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]  # both ranks end with identical parameters
+    assert final["step"] == 3
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2  # rank 0 wrote one RNG state per rank
+    # per-rank DADAM generators are seeded differently
+    assert not torch.equal(ckpt["rng"][0]["dadam"], ckpt["rng"][1]["dadam"])
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["step"].tolist() == [1, 2, 3]  # one writer (rank 0)
+    pred = pd.read_csv(out / "eval" / "step0000003_pred.csv")  # 32 / (2 x 4) = 4 steps/epoch: ends mid-epoch
+    assert pred["image_id"].tolist() == df["image_id"].iloc[:11].tolist()  # gathered once each, in order
+    # the gathered probabilities are the final model's, image by image
+    from dadam.data import LabelDataset, to_model_input
+    from fpsm.evaluate import load_model
+
+    model, _ = load_model(out / "model.pt")
+    ds = LabelDataset(df.iloc[:11], tmp_path, canvas=64)
+    with torch.no_grad():
+        ref = model(to_model_input(torch.stack([ds[i][0] for i in range(11)]))).probs
+    np.testing.assert_allclose(pred[list(CXR_LT_CLASSES)].to_numpy(), ref.numpy(), atol=1e-5)

@@ -1,0 +1,260 @@
+"""fpsm.train / fpsm.evaluate on CPU with a tiny backbone: resume == uninterrupted, fine-tuning, logs, CLI, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dadam.labels import CXR_LT_CLASSES
+from fpsm.train import TrainConfig, fit, load_checkpoint_weights, main
+
+CANVAS = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, shared_data):
+    """The 32 real NIH images at 96 px, random multi-hot labels (NaN sprinkled in), a patch bank from NIH boxes."""
+    from dadam import PatchBank
+    from dadam.formats import read_nih_boxes
+
+    d = tmp_path_factory.mktemp("tiny")
+    (d / "images").mkdir()
+    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))
+    for p in paths:
+        with Image.open(p) as im:
+            im.convert("L").resize((96, 96), Image.BILINEAR).save(d / "images" / p.name)
+    rng = np.random.default_rng(0)
+    y = (rng.random((len(paths), 26)) < 0.3).astype(float)
+    y[rng.random(y.shape) < 0.05] = np.nan
+    df = pd.DataFrame(y, columns=list(CXR_LT_CLASSES))
+    df.insert(0, "path", [f"images/{p.name}" for p in paths])
+    df.insert(0, "image_id", [p.name for p in paths])
+    df.to_csv(d / "train.csv", index=False)
+    df.iloc[:10].to_csv(d / "val.csv", index=False)
+    boxes = read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
+    bank = PatchBank.from_boxes(boxes, shared_data / "nih14" / "images", canvas=CANVAS, progress=False, workers=1)
+    bank.save(d / "bank.safetensors")
+    return d
+
+
+def _cfg(d, out, **kw):
+    base = dict(
+        dataset="labels-csv",
+        root=str(d),
+        train_csv=str(d / "train.csv"),
+        val_csv=str(d / "val.csv"),
+        out_dir=str(out),
+        backbone="resnet10t",
+        canvas=CANVAS,
+        batch_size=8,
+        epochs=2,
+        max_steps=6,
+        num_workers=0,
+        ckpt_every=2,
+        device="cpu",
+        progress=False,
+        log_every=1,
+        lr=1e-3,
+        warmup_steps=2,
+        tensorboard=False,
+        dadam=True,
+        bank=str(d / "bank.safetensors"),
+        dadam_p=1.0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return fit(_cfg(tiny_data, out, tensorboard=True)), out
+
+
+def test_full_run_outputs(uninterrupted, tiny_data):
+    res, out = uninterrupted
+    assert res.step == 6 and not res.stopped and res.epoch == 1
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert log["epoch"].tolist() == [0, 0, 0, 0, 1, 1]
+    # warm-up 2 steps from 1% of lr, then cosine over the remaining 4 steps down to 0
+    lr = 1e-3
+    expected = [lr * (0.01 + 0.99 * 1 / 2), lr] + [lr * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)]
+    np.testing.assert_allclose(log["lr"].to_numpy(), expected, rtol=1e-5, atol=1e-12)
+    ev = pd.read_csv(out / "eval_log.csv")
+    assert ev["tag"].tolist() == ["epoch000", "step0000006"]  # end of epoch 0, then the final step
+    rep = pd.read_csv(out / "eval" / "epoch000_report.csv", index_col=0)
+    assert list(rep.index) == [*CXR_LT_CLASSES, "mean"] and {"AP", "AUC", "F1"} <= set(rep.columns)
+    assert (out / "eval" / "epoch000_report.md").read_text().startswith("| class |")
+    pred = pd.read_csv(out / "eval" / "step0000006_pred.csv")
+    assert list(pred.columns) == ["image_id", *CXR_LT_CLASSES] and len(pred) == 10
+    assert pred[list(CXR_LT_CLASSES)].to_numpy().min() >= 0 and pred[list(CXR_LT_CLASSES)].to_numpy().max() <= 1
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    final = json.loads((out / "final.json").read_text())
+    assert final["step"] == 6 and len(final["rank_weight_hashes"]) == 1
+    w = load_checkpoint_weights(out / "model.pt")
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(w[k], v), k
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["config"]["backbone"] == "resnet10t"
+
+
+@pytest.mark.parametrize("stop_after", [3, 5])
+def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_after):
+    """Kill after `stop_after` steps (checkpoints every 2), resume: same weights and losses as never stopping."""
+    full, full_out = uninterrupted
+    stopped = fit(_cfg(tiny_data, tmp_path, stop_after=stop_after))
+    assert stopped.stopped and stopped.step == stopped_step(stop_after)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2 * (stop_after // 2)  # the last checkpoint before the "kill"
+    assert not (tmp_path / "model.pt").exists()
+    resumed = fit(_cfg(tiny_data, tmp_path, resume=True))
+    assert resumed.step == 6 and not resumed.stopped
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log_full = pd.read_csv(full_out / "train_log.csv")
+    log_res = pd.read_csv(tmp_path / "train_log.csv")
+    assert log_res["step"].tolist() == [1, 2, 3, 4, 5, 6]  # redone steps replace the lost ones
+    np.testing.assert_array_equal(log_res["loss"].to_numpy(), log_full["loss"].to_numpy())
+
+
+def stopped_step(stop_after):  # a "kill" leaves the run at exactly stop_after steps
+    return stop_after
+
+
+def test_finetune_from_weights_and_errors(uninterrupted, tiny_data, tmp_path):
+    _, full_out = uninterrupted
+    # fine-tune stage: weights only, new optimiser/schedule; with lr ~ 0 the weights stay the init weights
+    ft = fit(
+        _cfg(
+            tiny_data,
+            tmp_path / "ft",
+            init_from=str(full_out / "checkpoint.pt"),
+            lr=1e-12,
+            max_steps=1,
+            weight_decay=0.0,
+            warmup_steps=0,
+        )
+    )
+    init = load_checkpoint_weights(full_out / "model.pt")
+    for k, v in ft.model.state_dict().items():
+        if "running" in k or "num_batches" in k:
+            continue
+        torch.testing.assert_close(v, init[k], rtol=0, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match=r"init_from=.*weights do not fit the model \(resnet18"):
+        fit(_cfg(tiny_data, tmp_path / "bad", backbone="resnet18", init_from=str(full_out / "model.pt")))
+    with pytest.raises(ValueError, match=r"bank .* has canvas 64 but canvas=96"):
+        fit(_cfg(tiny_data, tmp_path / "bad2", canvas=96))
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"dataset": "chexpert"}, "dataset must be one of"),
+        ({"optimizer": "lamb"}, "optimizer must be one of"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"bank": None}, "dadam=True needs bank"),
+        ({"resume": True, "init_from": "x.pt"}, "not both"),
+        ({"amp": "fp8"}, "amp must be one of"),
+    ],
+)
+def test_config_errors(tiny_data, tmp_path, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        fit(_cfg(tiny_data, tmp_path, **kw))
+
+
+def test_too_few_images_for_a_batch(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"training split has 32 images, fewer than batch_size=64"):
+        fit(_cfg(tiny_data, tmp_path, batch_size=64))
+
+
+def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
+    # main() maps flags onto TrainConfig (bools with --no-, tuples with nargs)
+    assert (
+        main(
+            [
+                "--dataset",
+                "labels-csv",
+                "--train-csv",
+                str(tiny_data / "train.csv"),
+                "--no-val-split",
+                "--out-dir",
+                str(tmp_path / "cli"),
+                "--backbone",
+                "resnet10t",
+                "--canvas",
+                "64",
+                "--batch-size",
+                "16",
+                "--max-steps",
+                "1",
+                "--num-workers",
+                "0",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--no-tensorboard",
+                "--stages",
+                "3",
+                "4",
+                "--no-channels-last",
+                "--optimizer",
+                "sgd",
+            ]
+        )
+        == 0
+    )
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert cfg["stages"] == [3, 4] and cfg["channels_last"] is False and cfg["optimizer"] == "sgd"
+    assert cfg["val_split"] is False and not (tmp_path / "cli" / "eval_log.csv").exists()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "fpsm.train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--resume" in help_text and "--init-from" in help_text and "--dadam-alpha" in help_text
+
+    # fpsm.evaluate: predictions CSV == the model's own probabilities on the same images
+    from dadam.data import LabelDataset, to_model_input
+    from fpsm.evaluate import main as eval_main
+
+    res, out = uninterrupted
+    assert (
+        eval_main(
+            [
+                "--checkpoint",
+                str(out / "checkpoint.pt"),
+                "--dataset",
+                "labels-csv",
+                "--csv",
+                str(tiny_data / "val.csv"),
+                "--out",
+                str(tmp_path / "ev"),
+                "--num-workers",
+                "0",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    table = pd.read_csv(tiny_data / "val.csv")
+    assert pred["image_id"].tolist() == table["image_id"].tolist()
+    ds = LabelDataset(table, tiny_data, canvas=CANVAS)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    model = res.model.eval()
+    with torch.no_grad():
+        ref = model(to_model_input(x)).probs
+    np.testing.assert_allclose(pred[list(CXR_LT_CLASSES)].to_numpy(), ref.numpy(), atol=1e-5)
+    rep = pd.read_csv(tmp_path / "ev" / "report.csv", index_col=0)
+    assert rep.loc["mean", "n"] == table[list(CXR_LT_CLASSES)].notna().to_numpy().sum()
