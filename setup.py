@@ -21,6 +21,8 @@ setup(
         "timm>=1.0",
         "kornia>=0.8",
         "torchmetrics",
+        "safetensors",
+        "scipy",
         "numpy",
         "pandas",
         "pillow",
