@@ -1,0 +1,126 @@
+"""Command line of the offline DADAM export (:func:`dadam.offline.export`): ``python -m dadam.export --help``.
+
+Example::
+
+    python -m dadam.export --labels train.csv --images /data/cxr-lt --bank bank.safetensors --out dadam_out \\
+        --n 10000 --seed 0 --p 1.0
+
+Rerunning the same command after a kill resumes where it stopped and ends with the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from dadam.bank import PatchBank
+from dadam.labels import CXR_LT_CLASSES
+from dadam.offline import export
+
+__all__ = ["main", "read_label_table"]
+
+LABEL_FORMATS = ("table", "nih", "cxr-lt")
+
+
+def read_label_table(path: str | pathlib.Path, *, fmt: str = "table") -> pd.DataFrame:
+    """Read a label table: ``"table"`` (CSV in the label-table contract: ``image_id, path``, the 26 classes),
+    ``"nih"`` (NIH ``Data_Entry_2017*.csv``) or ``"cxr-lt"`` (CXR-LT 2023 ``train.csv``).
+
+    Raises:
+        ValueError: an unknown ``fmt`` or a table without the needed columns (naming them and the file).
+    """
+    if fmt == "nih":
+        from dadam.formats import read_nih_labels
+
+        return read_nih_labels(path)
+    if fmt == "cxr-lt":
+        from dadam.formats import read_cxr_lt
+
+        return read_cxr_lt(path)
+    if fmt != "table":
+        raise ValueError(f"label format must be one of {LABEL_FORMATS}, got {fmt!r}")
+    table = pd.read_csv(path, dtype={"image_id": str, "path": str})
+    missing = [c for c in ("image_id", "path", *CXR_LT_CLASSES) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: label table lacks columns {missing}; it has {list(table.columns)}")
+    return table
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m dadam.export",
+        description="Offline DADAM: write an augmented copy of a label table (PNG images, labels.csv, "
+        "params.safetensors, manifest.json). Resumable: rerun the same command after a kill.",
+    )
+    ap.add_argument("--labels", required=True, help="label table CSV")
+    ap.add_argument("--labels-format", default="table", choices=LABEL_FORMATS, help="format of --labels")
+    ap.add_argument("--images", required=True, help="root folder the label table's paths are relative to")
+    ap.add_argument("--bank", required=True, help="patch bank file (PatchBank.save)")
+    ap.add_argument("--stats-labels", default=None, help="label table for the class statistics (default: --labels)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--n", type=int, default=None, help="number of output images (default: rows of --labels)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--p", type=float, default=0.5, help="probability of augmenting an eligible image")
+    ap.add_argument("--alpha", type=float, default=0.6, help="blend weight for tail-class images")
+    ap.add_argument("--max-patches", type=int, default=3)
+    ap.add_argument("--tail", nargs="*", default=None, help="tail class names (default: from the statistics)")
+    ap.add_argument("--gamma", type=float, default=1.0)
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--jitter", type=float, default=0.0)
+    ap.add_argument("--soft-label", action="store_true")
+    ap.add_argument("--tail-quantile", type=float, default=0.5)
+    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--changed-only", action="store_true", help="write only the images DADAM changed")
+    ap.add_argument("--chunk", type=int, default=65536, help="label rows per sampler call")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after this many new images")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the export CLI; returns the exit status (0 complete, 1 stopped early, 2 error)."""
+    args = _parser().parse_args(argv)
+    from dadam.stats import LabelStats
+
+    try:
+        table = read_label_table(args.labels, fmt=args.labels_format)
+        stats = None
+        if args.stats_labels:
+            stats = LabelStats.from_labels(read_label_table(args.stats_labels, fmt=args.labels_format))
+        bank = PatchBank.load(args.bank)
+        report = export(
+            table,
+            args.images,
+            bank,
+            stats,
+            args.out,
+            n=args.n,
+            seed=args.seed,
+            p=args.p,
+            alpha=args.alpha,
+            max_patches=args.max_patches,
+            tail=args.tail,
+            gamma=args.gamma,
+            beta=args.beta,
+            jitter=args.jitter,
+            soft_label=args.soft_label,
+            tail_quantile=args.tail_quantile,
+            candidates=args.candidates,
+            changed_only=args.changed_only,
+            chunk=args.chunk,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

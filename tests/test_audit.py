@@ -1,0 +1,203 @@
+"""dadam.audit: label statistics before / after DADAM, figures, box grids and the CLI."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dadam import DiseasedAreaAugment, LabelStats
+from dadam.audit import (
+    BLEND_COLOR,
+    PASTE_COLOR,
+    audit_labels,
+    main,
+    phantom_bank,
+    plot_correlation,
+    plot_label_distribution,
+    save_grid,
+)
+from dadam.labels import CXR_LT_CLASSES, NO_FINDING
+from dadam.stats import class_frequencies
+from tests.helpers import NF, make_bank, make_images, make_label_table
+
+TAILS = ("Fibrosis", "Hernia", "Pneumoperitoneum")
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return make_bank(canvas=64)
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return make_label_table(6000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def result(bank, labels):
+    return audit_labels(labels, bank, p=0.5, seed=0, repeats=2)
+
+
+def test_audit_counts_and_identities(result, labels):
+    c = result.counts
+    assert c["rows"] == 6000 and c["repeats"] == 2 and c["samples"] == 12000
+    assert c["paste"] + c["blend"] + c["unchanged"] == 12000 and c["paste"] > 0 and c["blend"] > 0
+    assert int(result.patches.sum()) == c["patches"]
+    # every paste turns a normal image into a diseased one; every placed patch adds one new positive of its class
+    nf = CXR_LT_CLASSES.index(NO_FINDING)
+    assert result.positives_after[nf] == 2 * result.positives_before[nf] - c["paste"]
+    others = [i for i in range(26) if i != nf]
+    np.testing.assert_array_equal(
+        result.positives_after[others], 2 * result.positives_before[others] + result.patches[others]
+    )
+    np.testing.assert_allclose(result.freq_before, class_frequencies(labels.double()).numpy())
+    np.testing.assert_allclose(result.freq_after, result.positives_after / 12000)
+
+
+def test_audit_raises_tail_keeps_correlation(result):
+    rf = result.raise_factor
+    for t in TAILS:
+        assert t in result.tail
+        assert rf[CXR_LT_CLASSES.index(t)] > 1.2, (t, rf[CXR_LT_CLASSES.index(t)])
+    assert result.freq_after[NF] < 0.8 * result.freq_before[NF]
+    assert result.corr_kept > 0.6
+    df = result.summary()
+    assert df.shape == (26, 7) and df.loc["Fibrosis", "tail"] and not df.loc[NO_FINDING, "tail"]
+    md = result.to_markdown()
+    assert "| Fibrosis |" in md and "correlation kept" in md
+
+
+def test_audit_seeded(bank, labels):
+    a = audit_labels(labels[:2000], bank, p=0.5, seed=3)
+    b = audit_labels(labels[:2000], bank, p=0.5, seed=3)
+    c = audit_labels(labels[:2000], bank, p=0.5, seed=4)
+    np.testing.assert_array_equal(a.freq_after, b.freq_after)
+    assert not np.array_equal(a.freq_after, c.freq_after)
+    assert audit_labels(labels[:500], bank, p=0.0).counts["unchanged"] == 500
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        audit_labels(labels[:10], bank, repeats=0)
+    with pytest.raises(ValueError, match=r"labels must be \(N, 26\), got shape \(10, 3\)"):
+        audit_labels(labels[:10, :3], bank)
+
+
+def test_audit_phantom_labels_dataframe():
+    from dadam.synthetic import sample_labels
+
+    pb = phantom_bank(canvas=128, per_class=1)
+    assert int(pb.covered.sum()) == 25
+    table = pd.DataFrame(sample_labels(20000, seed=0), columns=list(CXR_LT_CLASSES))
+    r = audit_labels(table, pb, p=0.5, seed=0)
+    rare = np.argsort(r.freq_before)[:5]  # the five rarest classes gain most
+    assert (r.raise_factor[rare] > 2).all(), r.summary().iloc[rare]
+    assert r.freq_after[NF] < r.freq_before[NF] and r.corr_kept > 0.5
+
+
+def test_plots(result, tmp_path):
+    d = plot_label_distribution(result, tmp_path / "dist.png")
+    c = plot_correlation(result, tmp_path / "corr.png")
+    assert Image.open(d).size == (1650, 660) and d.stat().st_size > 30_000
+    assert Image.open(c).size == (1980, 935) and c.stat().st_size > 60_000
+    assert not list(tmp_path.glob(".*.tmp"))
+    paths = result.save(tmp_path, prefix="x_")
+    assert pd.read_csv(paths["csv"], index_col=0).shape == (26, 7)
+
+
+def test_save_grid_draws_boxes(bank, labels, tmp_path):
+    normal = labels[labels[:, NF] == 1][:3]
+    tail = labels[(labels[:, [CXR_LT_CLASSES.index(t) for t in TAILS]] == 1).any(1)][:3]
+    y = torch.cat([normal, tail, labels[labels[:, NF] == 1][3:4]])
+    images = make_images(7, 1, 64, torch.uint8, seed=2)
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(labels), p=1.0, generator=1)
+    out, _, params = aug(images, y, return_params=True)
+    params.mode[6] = 0  # keep one image unchanged: its tile must show the image as is
+    params.active[6] = False
+    out[6] = images[6]
+    pad, ncols = 4, 3
+    path = save_grid(out, params, tmp_path / "grid.png", ncols=ncols, padding=pad, width=1, captions=False)
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (3 * (64 + pad) + pad, 3 * (64 + pad) + pad, 3)
+    n_boxes = 0
+    for b in range(7):
+        oy, ox = pad + (b // ncols) * (64 + pad), pad + (b % ncols) * (64 + pad)
+        tile = grid[oy : oy + 64, ox : ox + 64]
+        if not params.active[b].any():
+            np.testing.assert_array_equal(tile, np.repeat(out[b, 0].numpy()[..., None], 3, -1))
+        for k in np.flatnonzero(params.active[b].numpy()):
+            x0, y0, x1, y1 = params.boxes[b, k].tolist()
+            color = PASTE_COLOR if params.mode[b] == 1 else BLEND_COLOR
+            mids = [(y0 + (y1 - y0) // 2, x0), (y0 + (y1 - y0) // 2, x1 - 1), (y1 - 1, x0 + (x1 - x0) // 2)]
+            hits = sum(tuple(tile[r, c]) == color for r, c in mids)
+            assert hits >= 2, (b, k, [tuple(tile[r, c]) for r, c in mids])  # a label may cover one midpoint
+            n_boxes += 1
+    assert n_boxes >= 6
+    cap = save_grid(out, params, tmp_path / "cap.png", ncols=ncols, padding=pad, width=1)
+    g2 = np.asarray(Image.open(cap))
+    band = g2[pad + 64 - 14 : pad + 64, pad : pad + 64]
+    assert (band.min(-1) > 128).any() and (band == 0).all(-1).mean() > 0.5  # light caption text on black
+    with pytest.raises(ValueError, match="params are for 7 images, got 2 images"):
+        save_grid(out[:2], params, tmp_path / "bad.png")
+
+
+@pytest.mark.slow
+def test_audit_100k_rows(bank, capsys):
+    from dadam.synthetic import sample_labels
+
+    y = sample_labels(100_000, seed=2)
+    t0 = time.perf_counter()
+    r = audit_labels(y, bank, p=0.5, seed=0)
+    seconds = time.perf_counter() - t0
+    with capsys.disabled():
+        print(f"\naudit over 100k label rows: {seconds:.2f} s")
+    assert r.counts["samples"] == 100_000 and r.counts["paste"] > 0
+
+
+def test_cli(tmp_path, bank, labels, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "--grid" in capsys.readouterr().out
+    root = tmp_path / "data"
+    (root / "img").mkdir(parents=True)
+    y = labels[:8].numpy()
+    rows = []
+    for i in range(8):
+        Image.fromarray(make_images(1, 1, 80, torch.uint8, seed=i)[0, 0].numpy()).save(root / "img" / f"{i}.png")
+        rows.append({"image_id": f"{i}.png", "path": f"img/{i}.png"})
+    table = pd.concat([pd.DataFrame(rows), pd.DataFrame(y, columns=list(CXR_LT_CLASSES))], axis=1)
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame(labels.numpy(), columns=list(CXR_LT_CLASSES)).assign(image_id="x", path="x").to_csv(
+        tmp_path / "stats.csv", index=False
+    )
+    bank.save(tmp_path / "bank.safetensors")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--stats-labels",
+            str(tmp_path / "stats.csv"),
+            "--bank",
+            str(tmp_path / "bank.safetensors"),
+            "--out",
+            str(out),
+            "--prefix",
+            "t_",
+            "--p",
+            "1",
+            "--grid",
+            "--images",
+            str(root),
+            "--ncols",
+            "4",
+        ]
+    )
+    assert rc == 0
+    for name in ("summary.csv", "summary.md", "audit.json", "dist.png", "corr.png", "grid.png"):
+        assert (out / f"t_{name}").stat().st_size > 100
+    assert Image.open(out / "t_grid.png").size == (4 * 68 + 4, 2 * 68 + 4)
+    assert main(["--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
+    assert "exactly one of --bank" in capsys.readouterr().err

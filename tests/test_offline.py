@@ -1,0 +1,259 @@
+"""Offline DADAM (dadam.offline, python -m dadam.export): parity with the online op, resumable export, manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dadam import DiseasedAreaAugment, LabelStats
+from dadam.data import decode_image
+from dadam.export import main as export_main
+from dadam.labels import CXR_LT_CLASSES
+from dadam.offline import Placement, augment_image, export, load_params, placements
+from tests.helpers import NF, make_bank, make_images, make_label_table
+
+CANVAS = 64
+TAILS = ("Fibrosis", "Hernia", "Pneumoperitoneum")
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return make_bank(canvas=CANVAS)
+
+
+@pytest.fixture(scope="module")
+def train_labels():
+    return make_label_table(4000, seed=0)
+
+
+def _mixed_labels(train_labels: torch.Tensor, n: int) -> torch.Tensor:
+    """n rows: alternately normal and with a tail class (so both paste and blend happen)."""
+    normal = train_labels[train_labels[:, NF] == 1]
+    tail_idx = [CXR_LT_CLASSES.index(t) for t in TAILS]
+    tail = train_labels[(train_labels[:, tail_idx] == 1).any(1)]
+    rows = [normal[i // 2] if i % 2 == 0 else tail[i // 2] for i in range(n)]
+    return torch.stack(rows)
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) tensor -> (H, W) or (H, W, C) numpy."""
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
+def test_offline_equals_online(bank, train_labels, channels, dtype):
+    labels = _mixed_labels(train_labels, 24)
+    images = make_images(24, channels, CANVAS, dtype, seed=1)
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(train_labels), p=1.0, jitter=0.1, generator=0)
+    out, _, params = aug(images, labels, return_params=True)
+    assert {1, 2} <= set(params.mode.tolist()), "test batch should contain pastes and blends"
+    for b in range(24):
+        before = _hwc(images[b]).copy()
+        ref = augment_image(_hwc(images[b]), placements(bank, params, b))
+        np.testing.assert_array_equal(_hwc(images[b]), before)  # input untouched
+        got = _hwc(out[b])
+        if dtype == torch.uint8:
+            np.testing.assert_array_equal(ref, got)
+        else:
+            np.testing.assert_allclose(ref.astype(np.float32), got.astype(np.float32), atol=1e-3, rtol=0)
+        changed = (ref != _hwc(images[b])).any()
+        assert bool(changed) == bool(params.active[b].any()) or dtype != torch.uint8
+
+
+def test_augment_image_values():
+    img = np.zeros((6, 6), np.uint8)
+    img[:, :] = 0
+    # half-to-even: 0.5 * 1 = 0.5 -> 0, 0.5 * 3 = 1.5 -> 2, 0.5 * 5 = 2.5 -> 2
+    patch = np.array([[1, 3, 5]], np.uint8)
+    out = augment_image(img, [Placement(patch, 0, 0, 0.5)])
+    assert out[0, :3].tolist() == [0, 2, 2]
+    # blend 0.6 of 200 on 100 = 160; paste gives the patch whatever the background; clipping at the border
+    img[:] = 100
+    out = augment_image(img, [Placement(np.full((2, 2), 200, np.uint8), -1, 5, 0.6)])
+    assert out[5, 0] == 160 and out[5, 1] == 100 and out[4, 0] == 100
+    out = augment_image(img, [Placement(np.full((3, 3), 7, np.uint8), 4, 4, 1.0)])
+    assert out[4:, 4:].tolist() == [[7, 7], [7, 7]] and out[3, 3] == 100
+    rgb = np.full((4, 4, 3), 0.5, np.float32)
+    out = augment_image(rgb, [Placement(np.full((1, 1), 255, np.uint8), 1, 1, 0.5)])
+    np.testing.assert_allclose(out[1, 1], [0.75] * 3)
+    with pytest.raises(ValueError, match="image dtype must be uint8, float16 or float32, got int32"):
+        augment_image(np.zeros((4, 4), np.int32), [])
+    with pytest.raises(ValueError, match=r"patch 0 must be a \(h, w\) uint8 array"):
+        augment_image(img, [Placement(np.zeros((2, 2), np.float32), 0, 0, 1.0)])
+
+
+def _write_dataset(
+    root: pathlib.Path, labels: torch.Tensor, size: int, *, nan_class: str | None = None
+) -> pd.DataFrame:
+    """PNG images and a label table (paths relative to root); one class column NaN when asked."""
+    (root / "img").mkdir(parents=True)
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for i in range(labels.shape[0]):
+        arr = torch.randint(0, 256, (size, size), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(arr).save(root / "img" / f"src{i:03d}.png")
+        rows.append({"image_id": f"src{i:03d}.png", "path": f"img/src{i:03d}.png", "source": "test"})
+    df = pd.DataFrame(rows)
+    values = pd.DataFrame(labels.numpy().astype(np.float64), columns=list(CXR_LT_CLASSES))
+    if nan_class is not None:
+        values[nan_class] = np.nan
+    return pd.concat([df, values], axis=1)
+
+
+def _read_csv(path: pathlib.Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image_id": str, "path": str, "patches": str})
+
+
+def test_export_matches_online_and_labels(tmp_path, bank, train_labels):
+    labels = _mixed_labels(train_labels, 10)
+    table = _write_dataset(tmp_path / "src", labels, CANVAS, nan_class="Support Devices")
+    out = tmp_path / "out"
+    report = export(
+        table,
+        tmp_path / "src",
+        bank,
+        LabelStats.from_labels(train_labels),
+        out,
+        n=14,
+        seed=0,
+        p=1.0,
+        jitter=0.05,
+        progress=False,
+    )
+    assert report.complete and report.written == 14 and report.total == 14 and report.skipped == 0
+    params = load_params(out / "params.safetensors")
+    assert len(params) == 14 and report.modes["paste"] > 0 and report.modes["blend"] > 0
+    rows = torch.arange(14) % 10  # output i comes from source row i % len(table)
+    src = torch.stack([decode_image(tmp_path / "src" / table["path"][int(r)]) for r in rows])
+    y_src = torch.tensor(table[list(CXR_LT_CLASSES)].to_numpy(np.float32))[rows]
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(train_labels), p=1.0)
+    online, online_labels = aug(src, y_src, params=params)
+    df = _read_csv(out / "labels.csv")
+    assert list(df.columns[:2]) == ["image_id", "path"] and len(df) == 14
+    for i in range(14):
+        written = np.asarray(Image.open(out / df["path"][i]))
+        np.testing.assert_array_equal(written, online[i, 0].numpy())
+    csv_labels = torch.tensor(df[list(CXR_LT_CLASSES)].to_numpy(np.float32))
+    torch.testing.assert_close(csv_labels, params.labels, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(csv_labels, online_labels, equal_nan=True, rtol=0, atol=0)
+    modes = {0: "none", 1: "paste", 2: "blend"}
+    assert df["mode"].tolist() == [modes[m] for m in params.mode.tolist()]
+    assert df["source_image_id"].tolist() == [table["image_id"][int(r)] for r in rows]
+    for i in range(14):
+        patches = json.loads(df["patches"][i])
+        act = params.active[i]
+        assert [p["box"] for p in patches] == params.boxes[i][act].tolist()
+        assert [p["class"] for p in patches] == [CXR_LT_CLASSES[c] for c in params.classes[i][act].tolist()]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["done"] == 14 and manifest["options"]["seed"] == 0
+
+
+def _tree(root: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_resumable_after_kill(tmp_path, bank, train_labels):
+    labels = _mixed_labels(train_labels, 8)
+    table = _write_dataset(tmp_path / "src", labels, CANVAS)
+    kw = dict(n=12, seed=5, p=1.0, progress=False)
+    full = export(table, tmp_path / "src", bank, None, tmp_path / "a", **kw)
+    assert full.complete
+    part = export(table, tmp_path / "src", bank, None, tmp_path / "b", stop_after=5, **kw)
+    assert not part.complete and part.written == 5
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["done"] == 5 and not manifest["complete"]
+    # what a kill leaves behind: a torn CSV row, a stale temporary image, and one image lost
+    with open(tmp_path / "b" / "labels.csv", "a") as f:
+        f.write("0000005_src005,images/0000005_src0")
+    (tmp_path / "b" / "images" / ".0000005_src005.png.abc.tmp").write_bytes(b"\x89PNG partial")
+    lost = sorted((tmp_path / "b" / "images").glob("0000002_*.png"))
+    assert len(lost) == 1
+    lost[0].unlink()
+    rest = export(table, tmp_path / "src", bank, None, tmp_path / "b", **kw)
+    assert rest.complete and rest.skipped == 4 and rest.written == 8
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name] == b[name], f"{name} differs between the interrupted and the uninterrupted export"
+
+
+def test_export_manifest_mismatch_and_bad_dirs(tmp_path, bank, train_labels):
+    labels = _mixed_labels(train_labels, 4)
+    table = _write_dataset(tmp_path / "src", labels, CANVAS)
+    export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=1.0, progress=False)
+    with pytest.raises(ValueError, match=r"seed: manifest 0, this call 1"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=1, p=1.0, progress=False)
+    with pytest.raises(ValueError, match=r"alpha: manifest 0.6, this call 0.5.*p: manifest 1.0, this call 0.9"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=0.9, alpha=0.5, progress=False)
+    other = table.copy()
+    other.loc[0, "Mass"] = 1.0
+    with pytest.raises(ValueError, match="labels_sha256"):
+        export(other, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=1.0, progress=False)
+    junk = tmp_path / "junk"
+    (junk / "images").mkdir(parents=True)
+    (junk / "images" / "x.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="no manifest.json"):
+        export(table, tmp_path / "src", bank, None, junk, n=4, progress=False)
+    missing = table.copy()
+    missing.loc[2, "path"] = "img/nope.png"
+    with pytest.raises(FileNotFoundError, match=r"row 2 \(image_id 'src002.png'\): image file .*nope.png not found"):
+        export(missing, tmp_path / "src", bank, None, tmp_path / "m", n=4, progress=False)
+    with pytest.raises(ValueError, match="label table is missing class columns"):
+        export(table.drop(columns=["Mass"]), tmp_path / "src", bank, None, tmp_path / "c", progress=False)
+
+
+def test_export_changed_only(tmp_path, bank, train_labels):
+    labels = _mixed_labels(train_labels, 10)
+    table = _write_dataset(tmp_path / "src", labels, CANVAS)
+    report = export(
+        table, tmp_path / "src", bank, None, tmp_path / "out", seed=2, p=0.5, changed_only=True, progress=False
+    )
+    params = load_params(tmp_path / "out" / "params.safetensors")
+    changed = [i for i in range(10) if params.changed[i]]
+    assert report.total == len(changed) == report.modes["paste"] + report.modes["blend"]
+    df = _read_csv(tmp_path / "out" / "labels.csv")
+    assert [int(s.split("_")[0]) for s in df["image_id"]] == changed
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == len(changed)
+
+
+def test_export_cli_resizes_like_online_pipeline(tmp_path, bank, train_labels, capsys):
+    with pytest.raises(SystemExit) as e:
+        export_main(["--help"])
+    assert e.value.code == 0 and "--max-patches" in capsys.readouterr().out
+    labels = _mixed_labels(train_labels, 6)
+    table = _write_dataset(tmp_path / "src", labels, 96)  # not the canvas: resized on the way in
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    bank.save(tmp_path / "bank.safetensors")
+    args = [
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--images",
+        str(tmp_path / "src"),
+        "--bank",
+        str(tmp_path / "bank.safetensors"),
+        "--out",
+        str(tmp_path / "out"),
+        "--p",
+        "1",
+        "--no-progress",
+    ]
+    assert export_main([*args, "--seed", "3", "--stop-after", "2"]) == 1
+    assert export_main([*args, "--seed", "3"]) == 0
+    assert export_main([*args, "--seed", "4"]) == 2
+    assert "seed: manifest 3, this call 4" in capsys.readouterr().err
+    params = load_params(tmp_path / "out" / "params.safetensors")
+    src = torch.stack([decode_image(tmp_path / "src" / p, canvas=CANVAS) for p in table["path"]])
+    y = torch.tensor(table[list(CXR_LT_CLASSES)].to_numpy(np.float32))
+    online, _ = DiseasedAreaAugment(bank, LabelStats.from_labels(train_labels))(src, y, params=params)
+    df = _read_csv(tmp_path / "out" / "labels.csv")
+    for i in range(6):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / df["path"][i])), online[i, 0].numpy())
+    assert not math.isnan(df["Fibrosis"][0])
