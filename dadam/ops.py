@@ -18,6 +18,7 @@ __all__ = ["blend_values", "paste_patches", "round_to_uint8"]
 
 SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
 _TRASH = 1024  # distinct trash slots of the vectorised path
+_INT32_LIMIT = 2**31  # the vectorised path indexes with int32 below this many elements
 
 
 def round_to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,9 @@ def blend_values(patch: torch.Tensor, background: torch.Tensor, alpha: torch.Ten
     """
     q = patch.to(torch.float32)
     if background.dtype != torch.uint8:
-        q = q / 255
+        # A tensor divisor, not the Python number: CUDA turns ``t / 255`` into ``t * (1 / 255)``, 1 ulp off the IEEE
+        # quotient for half of the q values; ``t / tensor`` is the IEEE quotient on every device.
+        q = q / torch.full((), 255.0, device=q.device)
     mixed = alpha * q + (1 - alpha) * background.to(torch.float32)
     v = torch.where(alpha >= 1, q, mixed)
     return round_to_uint8(v) if background.dtype == torch.uint8 else v.to(background.dtype)
@@ -94,9 +97,12 @@ def paste_patches(
     grayscale value in every channel. Pixels of a region outside the image are dropped. Active patches of one
     sample must not overlap (the sampler guarantees it); where they do, the result is undefined.
 
-    Two paths with bit-identical results: ``"vectorised"`` (one gather/scatter over a padded
-    ``(B, K, max_h, max_w)`` grid of patch pixels, no host sync; the default on CUDA) and ``"loop"`` (slicing one
-    active patch at a time with host-side ints; the default on CPU). ``"auto"`` picks by device.
+    Three paths with bit-identical results: ``"triton"`` (a clone plus one Triton kernel launch that writes only
+    the patch pixels, see :mod:`dadam.kernels`; the default on CUDA when Triton imports; on CPU tensors it runs
+    under Triton's slow interpreter, for tests), ``"vectorised"`` (pure torch: one gather/scatter per channel over a
+    padded ``(B, K, max_h, max_w)`` grid of patch pixels, no host sync; the default on CUDA without Triton) and
+    ``"loop"`` (slicing one active patch at a time with host-side ints; the default on CPU). ``"auto"`` picks by
+    device.
 
     Args:
         images: ``(B, C, H, W)`` uint8, float16, bfloat16 or float32 (float in [0, 1]); contiguous or channels_last.
@@ -104,7 +110,7 @@ def paste_patches(
         boxes: ``(B, K, 4)`` long xyxy canvas pixels; patch_ids ``(B, K)`` long; active ``(B, K)`` bool;
             alpha ``(B, K)`` float weights of the patch (1.0 paste).
         max_size: ``(max_h, max_w)`` of the bank's patches (``bank.max_size``), for the padded grid.
-        path: ``"auto"``, ``"vectorised"`` or ``"loop"``.
+        path: ``"auto"``, ``"triton"``, ``"vectorised"`` or ``"loop"``.
 
     Returns:
         a new tensor like ``images`` (same shape, dtype, device and memory format).
@@ -118,23 +124,34 @@ def paste_patches(
     """
     _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     if path == "auto":
-        path = "loop" if images.device.type == "cpu" else "vectorised"
+        path = "loop" if images.device.type == "cpu" else "triton" if _has_triton() else "vectorised"
+    if path == "triton":
+        from dadam.kernels import paste_patches_triton
+
+        return paste_patches_triton(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size=max_size)
     if path == "vectorised":
         return _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size)
     if path == "loop":
         return _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
-    raise ValueError(f"path must be 'auto', 'vectorised' or 'loop', got {path!r}")
+    raise ValueError(f"path must be 'auto', 'triton', 'vectorised' or 'loop', got {path!r}")
+
+
+def _has_triton() -> bool:
+    """Whether :mod:`dadam.kernels` has Triton (imported lazily: the core never imports Triton by itself)."""
+    from dadam.kernels import HAS_TRITON
+
+    return HAS_TRITON
 
 
 def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size):
-    """Gather/scatter over the padded patch grid; fixed shapes, no host sync."""
+    """Gather/scatter over the padded patch grid, one channel at a time; fixed shapes, no host sync."""
     if not (images.is_contiguous() or images.is_contiguous(memory_format=torch.channels_last)):
         images = images.contiguous()
     B, C, H, W = images.shape
     sB, sC, sH, sW = images.stride()
     numel = images.numel()
-    # Flat output with a trash region after the image: invalid grid cells write to numel + (cell % TRASH) + c * sC,
-    # spread over TRASH slots so that the GPU does not serialise millions of writes to one address.
+    # Flat output with a trash region after the image: invalid grid cells write to numel + (cell % TRASH) (plus the
+    # channel's c * sC), spread over TRASH slots so that the GPU does not serialise millions of writes to one address.
     buf = torch.empty(numel + _TRASH + (C - 1) * sC, dtype=images.dtype, device=images.device)
     out = buf[:numel].as_strided(images.shape, images.stride())
     out.copy_(images)
@@ -142,22 +159,29 @@ def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, 
     if numel == 0 or patch_ids.shape[1] == 0 or mh == 0 or mw == 0:
         return out
     dev = images.device
-    hw = sizes[patch_ids]  # (B, K, 2)
+    # int32 indices when every intermediate fits (halves the index traffic); boxes are clamped first so that an
+    # absurd box cannot wrap around into the image (the clamp keeps every out-of-image cell out of the image).
+    small = buf.numel() + (mh + 1) * sH + (mw + 1) * sW < _INT32_LIMIT and pixels.numel() + mh * mw < _INT32_LIMIT
+    idx = torch.int32 if small else torch.int64
+    hw = sizes.to(idx)[patch_ids]  # (B, K, 2)
     h = hw[..., 0, None, None]  # (B, K, 1, 1)
     w = hw[..., 1, None, None]
-    dy = torch.arange(mh, device=dev).view(mh, 1)
-    dx = torch.arange(mw, device=dev).view(1, mw)
-    y = boxes[..., 1, None, None] + dy  # (B, K, mh, 1)
-    x = boxes[..., 0, None, None] + dx  # (B, K, 1, mw)
+    x0 = boxes[..., 0].clamp(-mw, W).to(idx)[..., None, None]  # (B, K, 1, 1)
+    y0 = boxes[..., 1].clamp(-mh, H).to(idx)[..., None, None]
+    dy = torch.arange(mh, device=dev, dtype=idx).view(mh, 1)
+    dx = torch.arange(mw, device=dev, dtype=idx).view(1, mw)
+    y = y0 + dy  # (B, K, mh, 1)
+    x = x0 + dx  # (B, K, 1, mw)
     valid = (dy < h) & (dx < w) & (y >= 0) & (y < H) & (x >= 0) & (x < W) & active[..., None, None]  # (B, K, mh, mw)
-    src = torch.where(valid, offsets[patch_ids][..., None, None] + dy * w + dx, 0)  # (B, K, mh, mw)
-    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
-    trash = numel + (torch.arange(mh * mw, device=dev).view(mh, mw) % _TRASH)  # (mh, mw)
-    dst = torch.where(valid, b * sB + y * sH + x * sW, trash)  # (B, K, mh, mw); trash where invalid
-    dst = dst[:, :, None] + (torch.arange(C, device=dev) * sC).view(1, 1, C, 1, 1)  # (B, K, C, mh, mw)
-    patch = pixels[src][:, :, None]  # (B, K, 1, mh, mw) uint8
-    value = blend_values(patch, buf[dst], alpha.to(torch.float32)[..., None, None, None])  # (B, K, C, mh, mw)
-    buf.index_put_((dst,), value)
+    src = torch.where(valid, offsets.to(idx)[patch_ids][..., None, None] + dy * w + dx, 0)  # (B, K, mh, mw)
+    b = torch.arange(B, device=dev, dtype=idx).view(B, 1, 1, 1)
+    trash = numel + (torch.arange(mh * mw, device=dev, dtype=idx).view(mh, mw) % _TRASH)  # (mh, mw)
+    dst = torch.where(valid, b * sB + y * sH + x * sW, trash)  # (B, K, mh, mw) channel-0 index; trash where invalid
+    patch = pixels[src]  # (B, K, mh, mw) uint8, gathered once for all channels
+    a = alpha.to(torch.float32)[..., None, None]  # (B, K, 1, 1)
+    for c in range(C):  # C is a shape: no host sync
+        plane = buf[c * sC :]  # flat view starting at channel c: the same dst indices address channel c
+        plane.index_put_((dst,), blend_values(patch, plane[dst], a))
     return out
 
 
