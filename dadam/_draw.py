@@ -21,6 +21,7 @@ __all__ = [
     "smooth_noise",
     "smoothstep",
     "to_uint8",
+    "upsample",
 ]
 
 
@@ -32,9 +33,40 @@ def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smoothstep(x: np.ndarray | float, e0: float, e1: float) -> np.ndarray:
-    """Hermite step from 0 at ``e0`` to 1 at ``e1`` (``e1 < e0`` gives the mirrored step)."""
-    t = np.clip((np.asarray(x, dtype=np.float32) - e0) / (e1 - e0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    """Hermite step from 0 at ``e0`` to 1 at ``e1`` (``e1 < e0`` gives the mirrored step); float32, in place."""
+    t = np.asarray(x, dtype=np.float32) - np.float32(e0)
+    t *= np.float32(1.0 / (e1 - e0))
+    np.clip(t, 0.0, 1.0, out=t)
+    out = t * np.float32(-2.0)
+    out += np.float32(3.0)
+    out *= t
+    out *= t
+    return out
+
+
+def upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a float map ``(h0, w0)`` to ``(h, w)``, pixel centres aligned (float32 out).
+
+    The common 2x case is done with numpy (the same weights as PIL's bilinear filter: 3/4 and 1/4 of the two
+    nearest source pixels, edges replicated); other sizes go through PIL.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    if a.shape == (h, w):
+        return a.copy()
+    if (2 * a.shape[0], 2 * a.shape[1]) != (h, w):
+        return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    q = np.float32(0.25)
+    rows = np.empty((h, a.shape[1]), np.float32)
+    up = np.concatenate([a[:1], a[:-1]], axis=0)
+    dn = np.concatenate([a[1:], a[-1:]], axis=0)
+    rows[0::2] = a + q * (up - a)
+    rows[1::2] = a + q * (dn - a)
+    out = np.empty((h, w), np.float32)
+    lf = np.concatenate([rows[:, :1], rows[:, :-1]], axis=1)
+    rt = np.concatenate([rows[:, 1:], rows[:, -1:]], axis=1)
+    out[:, 0::2] = rows + q * (lf - rows)
+    out[:, 1::2] = rows + q * (rt - rows)
+    return out
 
 
 def smooth_noise(h: int, w: int, cell: float, rng: np.random.Generator) -> np.ndarray:
@@ -61,15 +93,25 @@ def blur(a: np.ndarray, sigma: float) -> np.ndarray:
 def disk(
     h: int, w: int, cx: float, cy: float, rx: float, ry: float, *, soft: float = 1.0, angle: float = 0.0
 ) -> np.ndarray:
-    """Soft-edged filled ellipse ``(H, W)`` in [0, 1] centred at pixel ``(cx, cy)`` with radii ``rx, ry`` pixels."""
-    x = np.arange(w, dtype=np.float32)[None, :] + 0.5 - cx
-    y = np.arange(h, dtype=np.float32)[:, None] + 0.5 - cy
+    """Soft-edged filled ellipse ``(H, W)`` in [0, 1] centred at pixel ``(cx, cy)`` with radii ``rx, ry`` pixels.
+
+    Computed only in its bounding window (everything outside is exactly 0).
+    """
+    out = np.zeros((h, w), np.float32)
+    edge = soft / max(min(rx, ry), 1e-3)
+    ext = max(rx, ry) * (1.0 + 0.5 * edge) + 2.0  # the soft rim reaches r = 1 + edge / 2
+    win = _window(h, w, cx - ext, cy - ext, cx + ext, cy + ext)
+    if win is None:
+        return out
+    ys, xs = win
+    x = np.arange(xs.start, xs.stop, dtype=np.float32)[None, :] + 0.5 - cx
+    y = np.arange(ys.start, ys.stop, dtype=np.float32)[:, None] + 0.5 - cy
     if angle:
         c, s = np.cos(angle), np.sin(angle)
         x, y = c * x + s * y, -s * x + c * y
     r = np.sqrt((x / rx) ** 2 + (y / ry) ** 2)
-    edge = soft / max(min(rx, ry), 1e-3)
-    return np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0).astype(np.float32)
+    out[ys, xs] = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
+    return out
 
 
 def _window(h: int, w: int, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:

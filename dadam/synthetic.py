@@ -2,9 +2,11 @@
 
 The phantoms stand in for data that cannot be shipped (NIH ChestX-ray14, CXR-LT/MIMIC-CXR-JPG, ChestX-Det,
 VinDr-CXR, MURA) so that the readers, the patch bank, the augmentation and the training loop can be run end to end
-without downloads. Each image is drawn procedurally: body and soft tissue, lung fields, heart and mediastinum, spine,
-posterior and anterior ribs, clavicles, diaphragm domes, lung markings, exposure variation and noise, plus one drawn
-lesion per positive class with a tight box computed from the drawn mask.
+without downloads. Each image is drawn procedurally: rounded shoulders, arms and a tapered chest wall, lung fields,
+heart and mediastinum, spine, posterior and anterior ribs with uneven spacing, clavicles, diaphragm domes over an
+abdomen that fades downward (liver, gastric bubble, bowel gas), branching lung vessels, pose, exposure variation and
+grain, plus one drawn lesion per positive class with a tight box computed from the drawn mask. The smooth anatomy is
+drawn on a half-resolution grid and upsampled once; lesions are drawn at full resolution.
 
 Labels over the 26 CXR-LT classes follow the long tail of the real CXR-LT 2023 train counts and a co-occurrence
 structure from a latent Gaussian copula with a few "syndrome" factors (heart failure, infection, ICU, chronic,
@@ -37,7 +39,14 @@ from PIL import Image
 from scipy.special import ndtri
 
 from dadam import _draw as dr
-from dadam.labels import CXR_LT_CLASSES, CXR_LT_TRAIN_COUNTS, CXR_LT_TRAIN_IMAGES, NO_FINDING, NUM_CLASSES
+from dadam.labels import (
+    CHEXPERT_TO_CXR_LT,
+    CXR_LT_CLASSES,
+    CXR_LT_TRAIN_COUNTS,
+    CXR_LT_TRAIN_IMAGES,
+    NO_FINDING,
+    NUM_CLASSES,
+)
 
 __all__ = [
     "LAYOUTS",
@@ -183,7 +192,7 @@ def sample_labels(n: int, *, seed: int) -> np.ndarray:
 
 @dataclass
 class _Chest:
-    """Anatomy of one phantom in "body" coordinates (fractions of the image, before pose), plus drawing layers."""
+    """Anatomy of one phantom in "body" coordinates (fractions of the image, before pose), plus drawing grids."""
 
     s: int
     cx: float
@@ -199,13 +208,22 @@ class _Chest:
     rib_ph: float
     air: float
     marks: float
-    pose: tuple[float, float, float]  # zoom, du, dv (separable, so most maps are 1-D until combined)
+    pose: tuple[float, float, float]  # zoom, du, dv (separable, so many maps are 1-D until combined)
     mu: float
     window: tuple[float, float]
     gamma: float
     noise: float
-    a: np.ndarray = field(default=None, repr=False)  # body coordinates of each pixel (H, W)
-    b: np.ndarray = field(default=None, repr=False)
+    shoulder: float = 0.07  # height of the trunk's top at the neck
+    wall: float = 0.05  # soft tissue outside the lungs
+    arm: tuple[float, float] = (0.5, 0.065)  # arm centre and radius
+    axilla: float = 0.3
+    rib_jit: np.ndarray = field(default=None, repr=False)  # (2, K) rib spacing jitter per side
+    rib_tilt: tuple[float, float] = (1.0, 1.0)
+    bubble: tuple[float, float, float, float] = (0.2, 0.0, 0.05, 0.03)  # gastric bubble (du, level, rx, ry)
+    liver: float = 0.05
+    heel: float = 0.0
+    a: np.ndarray = field(default=None, repr=False)  # body coordinates of the full-resolution pixels (1, W)
+    b: np.ndarray = field(default=None, repr=False)  # (H, 1)
 
     def to_px(self, a: np.ndarray | float, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Body coordinates -> pixel coordinates."""
@@ -214,8 +232,14 @@ class _Chest:
         y = 0.5 + dv + z * (np.asarray(b) - 0.5)
         return x * self.s, y * self.s
 
+    def body_grid(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Body coordinates ``a (1, n)``, ``b (n, 1)`` float32 of the pixel centres of an ``n x n`` image grid."""
+        z, du, dv = self.pose
+        u, v = dr.grid(n, n)
+        return ((u - 0.5 - du) / z + 0.5).astype(np.float32), ((v - 0.5 - dv) / z + 0.5).astype(np.float32)
+
     def at(self, k: int) -> tuple[float, float]:
-        """Body coordinates of flat pixel index ``k``."""
+        """Body coordinates of flat full-resolution pixel index ``k``."""
         row, col = divmod(int(k), self.s)
         return float(self.a[0, col]), float(self.b[row, 0])
 
@@ -223,10 +247,12 @@ class _Chest:
 def _anatomy(s: int, rng: np.random.Generator) -> _Chest:
     u = rng.uniform
     dome_r = u(0.60, 0.66)
+    hw = u(0.355, 0.405)
+    wall, arm_r = u(0.035, 0.06), u(0.055, 0.075)
     ch = _Chest(
         s=s,
         cx=0.5 + rng.normal(0, 0.006),
-        hw=u(0.355, 0.405),
+        hw=hw,
         v_ap=u(0.10, 0.14),
         dome=(dome_r, dome_r + u(0.01, 0.04)),
         cp=u(0.09, 0.12),
@@ -234,203 +260,445 @@ def _anatomy(s: int, rng: np.random.Generator) -> _Chest:
         heart_r=(u(0.1, 0.12), u(0.16, 0.19), u(0.14, 0.16)),
         medw=u(0.045, 0.058),
         knob=(u(0.05, 0.065), u(0.27, 0.31), u(0.028, 0.036)),
-        rib_sp=u(0.058, 0.068),
+        rib_sp=u(0.056, 0.064),
         rib_ph=u(0, 1),
         air=u(0.5, 0.6),
         marks=u(0.8, 1.2),
-        pose=(u(0.95, 1.06), rng.normal(0, 0.01), u(-0.01, 0.03)),
+        pose=(u(0.93, 1.07), rng.normal(0, 0.012), u(-0.01, 0.035)),
         mu=u(0.85, 1.15),
         window=(u(0.0, 0.08), u(0.86, 1.0)),
         gamma=u(0.85, 1.2),
         noise=u(0.008, 0.02),
+        shoulder=u(0.01, 0.05),
+        wall=wall,
+        arm=(hw + wall + arm_r + u(0.0, 0.035), arm_r),
+        axilla=u(0.26, 0.34),
+        rib_jit=rng.normal(0, 0.1, (2, 14)),
+        rib_tilt=(u(0.85, 1.15), u(0.85, 1.15)),
+        bubble=(u(0.18, 0.25), u(0.0, 0.5), u(0.04, 0.065), u(0.03, 0.05)),
+        liver=u(0.03, 0.07),
+        heel=rng.normal(0, 0.04),
     )
     ch.heart_c = (ch.cx + u(0.035, 0.055), ch.dome[1] - u(0.01, 0.04))
     return ch
 
 
 def _pose_grid(ch: _Chest) -> None:
-    """Body coordinates ``a, b`` (H, W) of every pixel (inverse of :meth:`_Chest.to_px`)."""
-    z, du, dv = ch.pose
-    x, y = dr.grid(ch.s, ch.s)
-    ch.a = ((x - 0.5 - du) / z + 0.5).astype(np.float32)  # (1, W)
-    ch.b = ((y - 0.5 - dv) / z + 0.5).astype(np.float32)  # (H, 1)
+    """Full-resolution body coordinates ``ch.a, ch.b`` (H, W) of every pixel (inverse of :meth:`_Chest.to_px`)."""
+    ch.a, ch.b = ch.body_grid(ch.s)
+
+
+class _PerSide:
+    """``x[side]`` for side -1/1, computed on first use (full-resolution maps the lesions ask for)."""
+
+    def __init__(self, make: Callable[[int], np.ndarray]):
+        self._make, self._cache = make, {}
+
+    def __getitem__(self, side: int) -> np.ndarray:
+        if side not in self._cache:
+            self._cache[side] = self._make(side)
+        return self._cache[side]
 
 
 class _Layers:
-    """The density maps of one chest phantom; lesions edit them before :func:`_compose`."""
+    """The density maps of one chest phantom.
 
-    def __init__(self, ch: _Chest):
-        a, b, s = ch.a, ch.b, ch.s
+    The anatomy is drawn on a half-resolution grid (it is smooth) and combined into one density map ``base``
+    that is upsampled once. Lesions draw at full resolution into ``add`` (density), ``air_scale`` (multiplies the
+    lung air) and ``marks_gain`` (multiplies the lung markings); the full-resolution anatomy maps they need
+    (``side_lung``, ``side_margin``, ``heart``, ...) are upsampled on first use, so a lesion-free image pays
+    for none of them.
+    """
+
+    def __init__(self, ch: _Chest, rng: np.random.Generator):
         self.ch = ch
-        d = a - ch.cx
-        self.d = d
+        s = ch.s
+        n = max(32, (s + 1) // 2)
+        self.n = n
+        a, b = ch.body_grid(n)
+        self.ha, self.hb = a, b
+        d = a - np.float32(ch.cx)
         ad = np.abs(d)
-        self.ad = ad
-        edge = 0.004
-        # body outline: neck, sloping shoulders, arms at the sides
-        shoulder = 0.01 + 0.13 * np.clip((ad - 0.08) / 0.42, 0, 1) ** 1.3 + 0.05 * np.clip((ad - 0.38) / 0.1, 0, 1) ** 2
-        neck = dr.smoothstep(0.085 - ad, 0.0, edge)
-        self.body = np.maximum(neck, dr.smoothstep(b - shoulder, 0.0, 0.012)) * dr.smoothstep(0.495 - ad, 0.0, 0.01)
-        # lungs, one side at a time: side -1 is image-left (patient right)
-        self.side_lung: dict[int, np.ndarray] = {}
-        self.side_margin: dict[int, np.ndarray] = {}  # distance to the lateral/apical pleura, fractions
-        self.lat: dict[int, np.ndarray] = {}
-        self.dia: dict[int, np.ndarray] = {}
-        self.dia_abd: dict[int, np.ndarray] = {}
+        self.h: dict[str, np.ndarray] = {}  # half-resolution maps by name
+        ss = dr.smoothstep
+        # --- lungs, one side at a time: side -1 is image-left (patient right)
         for side, dome in ((-1, ch.dome[0]), (1, ch.dome[1])):
-            ds = side * d
+            ds = d * side
             t = np.clip((b - ch.v_ap) / 0.3, 0.0, 1.0)
-            lat = ch.hw * (0.3 + 0.7 * np.sin(t * np.pi / 2) ** 0.75)
+            lat = ch.hw * (0.3 + 0.7 * np.sin(t * (np.pi / 2)) ** 0.75)
             top = ch.v_ap + 2.2 * (ds - 0.15) ** 2
-            dia = dome + ch.cp / 0.3 * ((ds - 0.45 * ch.hw) / ch.hw) ** 2 + 0.07 * dr.smoothstep(ds, 0.17, 0.05)
-            med = ch.medw + 0.006 + 0.03 * dr.smoothstep(b, 0.1, 0.0)
+            dia = dome + ch.cp / 0.3 * ((ds - 0.45 * ch.hw) / ch.hw) ** 2 + 0.07 * ss(ds, 0.17, 0.05)
+            med = ch.medw + 0.006 + 0.03 * ss(b, 0.1, 0.0)
             m_pleura = np.minimum(lat - ds, b - top)
             margin = np.minimum(np.minimum(ds - med, m_pleura), dia - b)
-            self.side_lung[side] = dr.smoothstep(margin, 0.0, 0.01) * (ds > 0)
-            self.side_margin[side] = m_pleura
-            self.lat[side] = lat
-            self.dia[side] = dia
-            self.dia_abd[side] = dome + ch.cp / 0.3 * (np.maximum(ds - 0.45 * ch.hw, 0) / ch.hw) ** 2
-        self.lung = self.side_lung[-1] + self.side_lung[1]
+            self.h[f"lung{side}"] = ss(margin, 0.0, 0.01) * (ds > 0)
+            self.h[f"margin{side}"] = m_pleura
+            self.h[f"lat{side}"] = lat
+            self.h[f"dia{side}"] = dia
+            self.h[f"inner{side}"] = margin
+            self.h[f"abd{side}"] = dome + ch.cp / 0.3 * (np.maximum(ds - 0.45 * ch.hw, 0) / ch.hw) ** 2
+        lung = self.h["lung-1"] + self.h["lung1"]
+        self.h["lung"] = lung
+        # --- heart, mediastinum, aorta, trachea
         hx, hy = ch.heart_c
-        rx = np.where(a < hx, ch.heart_r[0], ch.heart_r[1])
+        rx = np.where(a < hx, np.float32(ch.heart_r[0]), np.float32(ch.heart_r[1]))
         rh = np.sqrt(((a - hx) / rx) ** 2 + ((b - hy) / ch.heart_r[2]) ** 2)
-        self.heart = dr.smoothstep(1.0 - rh, 0.0, 0.05) * dr.smoothstep(b, hy - ch.heart_r[2] * 0.95, hy - 0.05)
+        heart = ss(1.0 - rh, 0.0, 0.05) * ss(b, hy - ch.heart_r[2] * 0.95, hy - 0.05)
+        self.h["heart"] = heart
         kx, ky, kr = ch.knob
-        knob = dr.smoothstep(1.0 - np.hypot(a - (ch.cx + kx), (b - ky) * 0.8) / kr, 0.0, 0.35)
-        medw = ch.medw * (0.8 + 0.25 * dr.smoothstep(b, 0.15, 0.4))
-        med = dr.smoothstep(medw - ad, 0.0, 0.01) * dr.smoothstep(b, 0.05, 0.2)
-        self.trachea = dr.smoothstep(0.012 - ad, 0.0, 0.004) * dr.smoothstep(0.33 - b, 0.0, 0.03)
-        self.med = np.maximum(med, knob)
-        below = np.where(d < 0, self.dia_abd[-1], self.dia_abd[1])
-        self.abdomen = dr.smoothstep(b - below, -0.004, 0.006) * dr.smoothstep(ch.hw + 0.06 - ad, 0, 0.03)
-        # bones
-        self.ribs = self._ribs()
-        self.bone = np.zeros((s, s), np.float32)
-        vert = 0.5 + 0.5 * np.cos(2 * np.pi * (b - ch.rib_ph * 0.05) / 0.048)
-        spine = dr.smoothstep(0.034 - ad, 0.0, 0.008) * (0.7 + 0.3 * dr.smoothstep(vert, 0.55, 0.95))
-        pedicle = dr.smoothstep(0.5 - np.hypot((ad - 0.022) / 0.006, (vert - 0.6) / 0.5), 0, 0.3)
-        self.bone += (0.16 * spine + 0.08 * pedicle) * dr.smoothstep(b, 0.0, 0.05)
-        for side in (-1, 1):
-            ds = side * d
-            vc = 0.165 - 0.15 * (ds - 0.02) + 0.2 * (ds - 0.02) ** 2 + 0.01 * np.sin(ds * 14)
-            clav = dr.smoothstep(0.017 - np.abs(b - vc), 0.0, 0.005) * dr.smoothstep(ds, 0.025, 0.045)
-            clav *= dr.smoothstep(0.37 - ds, 0.0, 0.02)
-            self.bone += 0.2 * clav * (0.8 + 0.3 * dr.smoothstep(np.abs(b - vc), 0.006, 0.012))
-            hum = np.hypot(ds - 0.455, b - 0.2)
-            self.bone += 0.22 * dr.smoothstep(0.06 - hum, 0, 0.008) * (0.8 + 0.4 * dr.smoothstep(hum, 0.045, 0.058))
-            shaft = dr.smoothstep(0.035 - np.abs(ds - 0.47), 0, 0.008) * dr.smoothstep(b, 0.2, 0.24)
-            self.bone += 0.22 * shaft * (0.75 + 0.4 * dr.smoothstep(np.abs(ds - 0.47), 0.02, 0.033))
-            scap = dr.smoothstep(0.006 - np.abs(ds - (0.36 + 0.25 * (b - 0.2))), 0, 0.004)
-            self.bone += 0.06 * scap * dr.smoothstep(b, 0.16, 0.2) * dr.smoothstep(0.45 - b, 0, 0.05)
-        self.add = np.zeros((s, s), np.float32)  # lesion density (+ bright, - dark)
-        self.air_scale = np.ones((s, s), np.float32)  # multiplies lung air (fluid < 1, hyperlucency > 1)
-        self.marks_gain = np.ones((s, s), np.float32)
+        knob = ss(1.0 - np.sqrt((a - (ch.cx + kx)) ** 2 + ((b - ky) * 0.8) ** 2) / kr, 0.0, 0.35)
+        medw = ch.medw * (0.72 + 0.33 * ss(b, 0.12, 0.42))
+        med = ss(medw - ad, 0.0, 0.01) * ss(b, 0.05, 0.2) * ss(max(ch.dome) + 0.03 - b, 0.0, 0.05)
+        med = np.maximum(med, knob)
+        self.h["med"] = med
+        trachea = ss(0.012 - ad, 0.0, 0.004) * ss(0.33 - b, 0.0, 0.03)
+        # --- abdomen: liver on the patient's right, stomach with its gas bubble under the left dome, fading down
+        below = np.where(d < 0, self.h["abd-1"], self.h["abd1"])
+        under = b - below
+        abd = ss(under, -0.004, 0.006)
+        self.h["abdomen"] = abd
+        liver = ss(-d, -0.12, 0.1) * ss(0.12 + 0.25 * ch.liver + 0.3 * np.maximum(-d, 0) - under, 0.0, 0.04)
+        bx, by, brx, bry = ch.bubble  # fundal gas: a dome-shaped lucency under the left hemidiaphragm, flat below
+        dia_x = ch.dome[1] + ch.cp / 0.3 * (max(bx - 0.45 * ch.hw, 0.0) / ch.hw) ** 2
+        bub_c = dia_x + 0.008 + bry * 0.8
+        bub = ss(1.0 - np.sqrt(((d - bx) / brx) ** 2 + ((b - bub_c) / bry) ** 2), 0.0, 0.25)
+        bub = bub * ss(bub_c + by * bry - b, 0.0, 0.003) * ss(under, 0.006, 0.014)
+        gas = dr.smooth_noise(n, n, n / 14, rng)
+        bowel = ss(gas, 0.9, 1.6) * ss(b, ch.dome[1] + 0.2, ch.dome[1] + 0.3) * abd
+        fade = 1.0 - 0.68 * ((b - max(ch.dome)) / (1.1 - max(ch.dome))).clip(0.0, 1.0) ** 0.75 * abd
+        # --- soft tissue: rounded shoulders, tapered chest wall, arms beside the chest, axillae
+        w_tr = np.float32(ch.hw + ch.wall) + 0.03 * ss(b, 0.3, 0.7) - 0.025 * ss(b, 0.8, 1.05)  # (n, 1)
+        ac, ar = ch.arm
+        ac_b = ac + 0.06 * np.clip(b - ch.axilla, 0.0, None)  # the arms hang a little away from the chest
+        w_tr = w_tr + (ac + ar * 0.5 - w_tr) * ss(ch.axilla - b, 0.0, 0.09)  # above the axilla, trunk = shoulder
+        trunk = np.sqrt(np.clip(1.0 - (d / w_tr) ** 2, 0.0, 1.0))
+        arm = np.sqrt(np.clip(1.0 - ((ad - ac_b) / ar) ** 2, 0.0, 1.0))
+        r_sh = 0.11  # the deltoid's rounding
+        x_sh = np.minimum(np.maximum(ad - (ac + ar - r_sh), 0.0), r_sh)
+        top = ch.shoulder + 0.05 * np.clip((ad - 0.07) / 0.3, 0.0, None) ** 1.3  # trapezius slope
+        top = top + r_sh - np.sqrt(r_sh**2 - x_sh**2)
+        top_m = ss(b - top, 0.0, 0.03)
+        neck = np.sqrt(np.clip(1.0 - (d / 0.075) ** 2, 0.0, 1.0)) * ss(0.2 - b, 0.0, 0.1)
+        thick = np.maximum(np.maximum(trunk, 0.9 * arm) * np.sqrt(top_m), 0.8 * neck)  # projected thickness
+        body = ss(thick, 0.0, 0.2)
+        self.h["body"] = body
+        # --- lung air: thinner at the periphery and apices, a little behind the domes
+        air_depth = ch.air * (0.72 + 0.3 * ss(b, ch.v_ap, 0.5))
+        inner = np.maximum(self.h["inner-1"] * (d < 0), self.h["inner1"] * (d > 0))
+        periph = 0.6 + 0.4 * ss(inner, 0.0, 0.06)
+        heart_vis = heart * (1.0 - abd * ss(under, 0.0, 0.025))  # the heart's lower border merges with the diaphragm
+        lung_air = lung * periph * (1.0 - 0.7 * abd) * (1.0 - 0.85 * heart_vis) * air_depth
+        # --- bones and markings
+        ribs = self._ribs(a, b, d)
+        self.h["ribs"] = ribs
+        bone = self._bones(b, d, ad)
+        marks = _markings(self, rng) * (0.2 * ch.marks)
+        self.h["marks"] = marks
+        texture = dr.smooth_noise(n, n, n / 10, rng) * 0.03
+        texture += dr.smooth_noise(n, n, max(2.0, n / 60), rng) * (0.022 * lung)  # fine parenchymal mottle
+        # --- combine (density: larger = brighter)
+        soft = thick * (0.53 + 0.04 * ch.wall / 0.05) + 0.22 * body
+        abd_d = abd * (0.36 + 0.12 * liver + 0.38 * ss(under, 0.14, 0.0))  # brightest just under the domes
+        central = np.maximum(np.maximum(0.55 * med, 0.92 * heart_vis), abd_d)
+        air_eff = lung_air * (1.0 - 0.45 * np.clip(marks, 0, 1)) * body
+        self.h["air_eff"] = air_eff
+        dens = soft + 0.6 * central - 0.18 * trachea + bone + ribs * (1 - 0.6 * abd) + marks + texture * body
+        dens -= air_eff + 0.3 * bub + 0.1 * bowel
+        dens *= fade * (1.0 + ch.heel * (b - 0.5))
+        dens = np.maximum(dens, 0.0) * body + 0.03 * (1 - body)
+        self.h["base"] = dens.astype(np.float32)
+        self.add: np.ndarray | None = None  # lesion density (+ bright, - dark), full resolution, made on first use
+        self._air_scale: np.ndarray | None = None
+        self._marks_gain: np.ndarray | None = None
+        self._full: dict[str, np.ndarray] = {}
+        self.side_lung = _PerSide(lambda side: self.full(f"lung{side}"))
+        self.side_margin = _PerSide(lambda side: self.full(f"margin{side}"))
+        self.lat = _PerSide(lambda side: self.full(f"lat{side}"))
+        self.dia = _PerSide(lambda side: self.full(f"dia{side}"))
 
-    def _ribs(self) -> np.ndarray:
-        ch, d, b = self.ch, self.d, self.ch.b
-        out = np.zeros((ch.s, ch.s), np.float32)
-        for side in (-1, 1):
-            ds = side * d
-            lat = self.lat[side]
-            cage = dr.smoothstep(lat + 0.025 - ds, 0.0, 0.015) * dr.smoothstep(ds, 0.02, 0.05)
-            cage *= dr.smoothstep(b, ch.v_ap - 0.06, ch.v_ap - 0.01) * dr.smoothstep(self.dia[side] + 0.08 - b, 0, 0.03)
-            # posterior ribs: from the spine out and a little up, then down along the lateral wall
-            phi = b + 0.3 * ds - 1.8 * ds**2
-            f = (phi - ch.rib_ph * ch.rib_sp) / (ch.rib_sp * (1.0 + 0.5 * np.clip(b - 0.2, 0, 1)))
-            c = np.cos(2 * np.pi * f)
-            post = dr.smoothstep(c, 0.2, 0.45) * (0.7 + 0.5 * dr.smoothstep(np.abs(c - 0.62), 0.2, 0.36))
-            # anterior ribs: from the lateral wall down and in, fading towards the cartilage
-            phi_a = b - 0.55 * (ch.hw - ds) + 0.5 * (ch.hw - ds) ** 2
-            fa = (phi_a - ch.rib_ph * 0.05) / (ch.rib_sp * 1.35)
-            ca = np.cos(2 * np.pi * fa)
-            ant = dr.smoothstep(ca, 0.45, 0.7) * dr.smoothstep(ds, 0.12, 0.22)
-            out += cage * (0.09 * post + 0.045 * ant)
+    # ---- full-resolution views used by the lesions
+    def up(self, x: np.ndarray) -> np.ndarray:
+        """A half-resolution map ``(n, n)`` (or broadcastable to it) upsampled to ``(s, s)``."""
+        return dr.upsample(np.broadcast_to(x, (self.n, self.n)), self.ch.s, self.ch.s)
+
+    def full(self, name: str) -> np.ndarray:
+        """The half-resolution map ``name`` upsampled to ``(s, s)`` (cached)."""
+        if name not in self._full:
+            n = self.n
+            self._full[name] = dr.upsample(np.broadcast_to(self.h[name], (n, n)), self.ch.s, self.ch.s)
+        return self._full[name]
+
+    @property
+    def lung(self) -> np.ndarray:
+        return self.full("lung")
+
+    @property
+    def heart(self) -> np.ndarray:
+        return self.full("heart")
+
+    @property
+    def med(self) -> np.ndarray:
+        return self.full("med")
+
+    @property
+    def ribs(self) -> np.ndarray:
+        return self.full("ribs")
+
+    @property
+    def d(self) -> np.ndarray:
+        if "d" not in self._full:
+            self._full["d"] = self.ch.a - np.float32(self.ch.cx)
+        return self._full["d"]
+
+    @property
+    def ad(self) -> np.ndarray:
+        return np.abs(self.d)
+
+    def _lesion_map(self, attr: str, fill: float) -> np.ndarray:
+        if getattr(self, attr) is None:
+            setattr(self, attr, np.full((self.ch.s, self.ch.s), fill, np.float32))
+        return getattr(self, attr)
+
+    def add_density(self, x: np.ndarray) -> None:
+        """Add lesion density ``x`` (H, W) (+ bright, - dark)."""
+        self._lesion_map("add", 0.0)
+        self.add += x
+
+    def scale_air(self, x: np.ndarray) -> None:
+        """Multiply the lung air by ``x`` (H, W) (fluid < 1, hyperlucency > 1)."""
+        self._lesion_map("_air_scale", 1.0)
+        self._air_scale *= x
+
+    def scale_marks(self, x: np.ndarray) -> None:
+        """Multiply the lung markings by ``x`` (H, W)."""
+        self._lesion_map("_marks_gain", 1.0)
+        self._marks_gain *= x
+
+    def density(self) -> np.ndarray:
+        """Full-resolution density: the upsampled anatomy plus the lesions' edits."""
+        s = self.ch.s
+        dens = dr.upsample(self.h["base"], s, s)
+        if self._air_scale is not None:
+            dens -= self.full("air_eff") * (self._air_scale - 1.0)
+        if self._marks_gain is not None:
+            dens += self.full("marks") * (self._marks_gain - 1.0)
+        if self.add is not None:
+            dens += self.add * self.full("body")
+            np.maximum(dens, 0.0, out=dens)
+        return dens
+
+    def _ribs(self, a: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Posterior ribs (curving up from the spine, then down along the wall; spacing widening downwards) and
+        fainter anterior ribs sloping the other way, each side with its own spacing, tilt and phase."""
+        ch, ss = self.ch, dr.smoothstep
+        out = np.zeros((self.n, self.n), np.float32)
+        k = np.arange(14, dtype=np.float64)
+        for i, side in enumerate((-1, 1)):
+            ds = d * side
+            lat = self.h[f"lat{side}"]
+            cage = ss(lat + 0.03 - ds, 0.0, 0.02) * ss(ds, 0.015, 0.05)
+            cage *= ss(b, ch.v_ap - 0.07, ch.v_ap - 0.02) * ss(self.h[f"dia{side}"] + 0.1 - b, 0, 0.04)
+            sp = ch.rib_sp * (0.72 + 0.045 * k) * (1.0 + ch.rib_jit[i])
+            v0 = ch.v_ap - 0.055 + (ch.rib_ph - 0.5) * 0.02 + 0.006 * side
+            centres = v0 + np.concatenate([[0.0], np.cumsum(sp[:-1])])  # rib centre heights at the spine
+            tilt = ch.rib_tilt[i] * (0.75 + 0.9 * np.clip(b - 0.15, 0.0, 0.6))
+            phi = b - tilt * (-0.32 * ds + 1.9 * ds * ds)
+            f = np.interp(phi, centres, k, left=-1.0, right=99.0).astype(np.float32)
+            fr = f - np.floor(f) - 0.5
+            width = 0.2 + 0.04 * ss(ds, 0.05, 0.3)  # half-width as a fraction of the spacing
+            post = ss(width - np.abs(fr), 0.0, 0.07)
+            rim = ss(np.abs(fr + 0.6 * width), 0.6 * width, 0.0) * post  # brighter lower cortex
+            post = (0.75 * post + 0.45 * rim) * (f >= -0.5) * (f < 13.5)
+            post *= 0.55 + 0.45 * ss(ds, 0.03, 0.1)
+            # anterior ribs: from the lateral wall down and in, fading toward the costal cartilage
+            phi_a = b - 0.5 * (lat - ds) + 0.4 * (lat - ds) ** 2
+            sp_a = ch.rib_sp * 1.3 * (1.0 + 0.5 * ch.rib_jit[1 - i, :8])
+            cen_a = ch.v_ap + 0.05 + ch.rib_ph * 0.03 + np.concatenate([[0.0], np.cumsum(sp_a[:-1])])
+            fa = np.interp(phi_a, cen_a, k[:8], left=-1.0, right=99.0).astype(np.float32)
+            fra = np.abs(fa - np.floor(fa) - 0.5)
+            ant = (
+                ss(0.22 - fra, 0.0, 0.1) * (fa >= -0.5) * (fa < 7.5) * ss(ds, 0.1, 0.22) * ss(lat + 0.01 - ds, 0, 0.03)
+            )
+            out += cage * (0.1 * post + 0.035 * ant)
         return out
+
+    def _bones(self, b: np.ndarray, d: np.ndarray, ad: np.ndarray) -> np.ndarray:
+        """Spine, clavicles, humeral heads and shafts, scapular borders (half resolution)."""
+        ch, ss = self.ch, dr.smoothstep
+        vert = 0.5 + 0.5 * np.cos((2 * np.pi / 0.048) * (b - ch.rib_ph * 0.05))
+        spine = ss(0.034 - ad, 0.0, 0.008) * (0.7 + 0.3 * ss(vert, 0.55, 0.95))
+        pedicle = ss(0.5 - np.sqrt(((ad - 0.022) / 0.006) ** 2 + ((vert - 0.6) / 0.5) ** 2), 0, 0.3)
+        bone = (0.15 * spine + 0.07 * pedicle) * ss(b, 0.0, 0.05) * (1.0 - 0.5 * ss(b, 0.55, 0.8))
+        ac, ar = ch.arm
+        for side in (-1, 1):
+            ds = d * side
+            vc = 0.17 - 0.2 * (ds - 0.02) + 0.1 * (ds - 0.02) ** 2 + 0.01 * np.sin(ds * 14)  # rising laterally
+            vc = vc + (ch.shoulder - 0.03) * 0.8
+            clav = ss(0.016 - np.abs(b - vc), 0.0, 0.005) * ss(ds, 0.025, 0.045) * ss(ch.hw - 0.04 - ds, 0.0, 0.02)
+            bone += 0.2 * clav * (0.8 + 0.3 * ss(np.abs(b - vc), 0.006, 0.012))
+            hx = ac - 0.02
+            hum = np.sqrt((ds - hx) ** 2 + (b - 0.2) ** 2)
+            bone += 0.2 * ss(0.058 - hum, 0, 0.008) * (0.8 + 0.4 * ss(hum, 0.043, 0.056))
+            xs = np.abs(ds - ac)
+            shaft = ss(0.032 - xs, 0, 0.008) * ss(b, 0.2, 0.24)
+            bone += 0.2 * shaft * (0.75 + 0.4 * ss(xs, 0.018, 0.03))
+            scap = ss(0.006 - np.abs(ds - (ac - 0.14 + 0.25 * (b - 0.2))), 0, 0.004)
+            bone += 0.05 * scap * ss(b, 0.16, 0.2) * ss(0.45 - b, 0, 0.05)
+        return bone
 
     def lung_point(self, rng: np.random.Generator, side: int | None = None, *, zone: str = "any") -> tuple:
         """A random body-coordinate point well inside a lung (and not behind the heart)."""
         side = int(rng.choice((-1, 1))) if side is None else side
-        ok = (self.side_lung[side] > 0.95) & (self.heart < 0.05)
+        ok = (self.h[f"lung{side}"] > 0.95) & (self.h["heart"] < 0.05)
         if zone == "lower":
-            ok &= self.ch.b > 0.42
+            ok &= self.hb > 0.42
         elif zone == "upper":
-            ok &= self.ch.b < 0.45
+            ok &= self.hb < 0.45
         elif zone == "peripheral":
-            ok &= self.side_margin[side] < 0.08
+            ok &= self.h[f"margin{side}"] < 0.08
         idx = np.flatnonzero(ok)
         if idx.size == 0:
-            idx = np.flatnonzero(self.side_lung[side] > 0.5)
-        return side, *self.ch.at(idx[rng.integers(idx.size)])
+            idx = np.flatnonzero(self.h[f"lung{side}"] > 0.5)
+        row, col = divmod(int(idx[rng.integers(idx.size)]), self.n)
+        return side, float(self.ha[0, col]), float(self.hb[row, 0])
 
 
 def _markings(ly: _Layers, rng: np.random.Generator) -> np.ndarray:
-    """Vessel-like lung markings radiating from the hila (warped polar noise), tapering to the periphery.
+    """Branching pulmonary vessels from each hilum: thick and dense near the hila, thinning and fading toward the
+    periphery, more and larger in the lower zones. Half resolution.
 
-    Drawn on a half-resolution grid and resized (they are smooth), then masked by the full-resolution lungs.
+    Every generation splits each branch in two (vectorised over the branches); the branches are sampled as points
+    weighted by their length, splatted into two maps (large and small vessels) and blurred to their width.
     """
-    ch, s = ly.ch, ly.ch.s
-    h = max(32, s // 2)
-    a = (ch.a[:, ::2][:, :h] if ch.a.shape[1] >= 2 * h else ch.a[:, :h]).astype(np.float32)
-    b = (ch.b[::2][:h] if ch.b.shape[0] >= 2 * h else ch.b[:h]).astype(np.float32)
-    d = a - ch.cx
-    warp = dr.smooth_noise(h, h, h / 12, rng) * 0.12
-    half = np.zeros((h, h), np.float32)
+    ch, n = ly.ch, ly.n
+    z = ch.pose[0]
+    ss = dr.smoothstep
+    k = 11
+    p, ang, ln, wt = [], [], [], []
     for side in (-1, 1):
-        hx, hy = side * 0.1, 0.44
-        ds = d - hx
-        rho = np.hypot(ds, b - hy)
-        theta = np.arctan2(b - hy, ds) + warp
-        coarse = rng.standard_normal((40, 5)).astype(np.float32)
-        noise = np.asarray(Image.fromarray(coarse, mode="F").resize((64, 360), Image.BICUBIC), dtype=np.float32)
-        ti = (np.mod(theta + np.pi, 2 * np.pi) / (2 * np.pi) * 359).astype(np.int32)
-        ri = np.clip(np.sqrt(rho) / 0.65 * 63, 0, 63).astype(np.int32)
-        n = noise[ti, ri]
-        width = 0.25 + 0.3 * np.exp(-rho / 0.1)
-        ridge = np.exp(-((n / width) ** 2)) * np.exp(-rho / 0.2)
-        ridge += 0.8 * np.exp(-((rho / 0.05) ** 2)) * dr.smoothstep(b, 0.32, 0.4)
-        half += np.where(side * d > 0, ridge, 0.0)
-    full = np.asarray(Image.fromarray(half, mode="F").resize((s, s), Image.BILINEAR), dtype=np.float32)
-    hilum = 0.8 * np.exp(-((np.hypot(np.abs(ly.d) - 0.1, ch.b - 0.44) / 0.05) ** 2)) * dr.smoothstep(ch.b, 0.32, 0.4)
-    return full * np.maximum(ly.lung, np.minimum(hilum, 1.0))
+        # trunks fan out from the hilum, mostly laterally and downward (+ angle = down)
+        base = np.linspace(-1.35, 1.5, k) + rng.normal(0, 0.1, k)
+        ang.append(np.where(side > 0, base, np.pi - base))
+        hy = 0.43 + 0.05 * np.sin(base) + rng.normal(0, 0.01, k)  # along the hilum
+        p.append(np.stack([ch.cx + side * (0.07 + 0.02 * np.cos(base)), hy], 1))
+        ln.append((0.05 + 0.03 * np.clip(base, 0, None)) * rng.uniform(0.8, 1.2, k))
+        wt.append(0.75 + 0.35 * np.clip(base, 0, None))
+    p, ang, ln, wt = np.concatenate(p), np.concatenate(ang), np.concatenate(ln), np.concatenate(wt)
+    segs, weights, big = [], [], []
+    steps = 6
+    for gen in range(8):
+        m = p.shape[0]
+        bend = rng.normal(0, 0.3, m)[:, None] * np.linspace(0.0, 1.0, steps)[None, :]
+        a_t = ang[:, None] + bend  # (m, steps)
+        dx, dy = np.cos(a_t) * (ln[:, None] / steps), np.sin(a_t) * (ln[:, None] / steps)
+        xs = p[:, :1] + np.concatenate([np.zeros((m, 1)), np.cumsum(dx, 1)], 1)  # (m, steps + 1)
+        ys = p[:, 1:] + np.concatenate([np.zeros((m, 1)), np.cumsum(dy, 1)], 1)
+        segs.append((xs, ys))
+        weights.append(np.repeat(wt[:, None], steps + 1, 1))
+        big.append(np.full((m, steps + 1), gen < 2))
+        end = np.stack([xs[:, -1], ys[:, -1]], 1)
+        spread = rng.uniform(0.3, 0.65, m)
+        p = np.concatenate([end, end])
+        ang = np.concatenate([a_t[:, -1] + spread, a_t[:, -1] - spread * rng.uniform(0.5, 1.0, m)])
+        ang += rng.normal(0, 0.12, 2 * m)
+        ln = np.concatenate([ln, ln]) * rng.uniform(0.65, 0.9, 2 * m)
+        wt = np.concatenate([wt, wt]) * 0.68
+        keep = rng.random(2 * m) < (1.0 if gen < 2 else 0.8)
+        p, ang, ln, wt = p[keep], ang[keep], ln[keep], wt[keep]
+    # resample every branch polyline at ~0.5 grid pixel and splat; weight = length per sample
+    scale = n * z
+    xs = np.concatenate([x for x, _ in segs])
+    ys = np.concatenate([y for _, y in segs])
+    w_ = np.concatenate([w[:, :-1] for w in weights])
+    bg = np.concatenate([g[:, :-1] for g in big])
+    sub = 4
+    fr = (np.arange(sub, dtype=np.float64) / sub)[None, None, :]
+    px, py = ch.to_px(xs, ys)
+    px, py = px * (n / ch.s), py * (n / ch.s)
+    seg_len = np.hypot(np.diff(px, axis=1), np.diff(py, axis=1))  # (M, steps) grid pixels
+    sx = (px[:, :-1, None] + np.diff(px, axis=1)[..., None] * fr).ravel()
+    sy = (py[:, :-1, None] + np.diff(py, axis=1)[..., None] * fr).ravel()
+    sw = np.repeat(w_ * seg_len / sub, sub, axis=1).ravel()
+    sb = np.repeat(bg, sub, axis=1).ravel()
+    ix, iy = np.rint(sx - 0.5).astype(np.int64), np.rint(sy - 0.5).astype(np.int64)
+    ok = (ix >= 0) & (iy >= 0) & (ix < n) & (iy < n)
+    flat, sw, sb = iy[ok] * n + ix[ok], sw[ok], sb[ok]
+    large = np.bincount(flat, weights=sw * sb, minlength=n * n).reshape(n, n).astype(np.float32)
+    small = np.bincount(flat, weights=sw * ~sb, minlength=n * n).reshape(n, n).astype(np.float32)
+    sig_l, sig_s = 1.6 * scale / 512, 0.9 * scale / 512
+    vessels = dr.blur(large, sig_l) * (3.5 * sig_l) + dr.blur(small, sig_s) * (3.2 * sig_s)
+    # hilar shadows, the fade toward the periphery, more perfusion in the lower zones
+    ha, hb = ly.ha, ly.hb
+    d = ha - np.float32(ch.cx)
+    rho = np.sqrt((np.abs(d) - 0.085) ** 2 + (hb - 0.44) ** 2)
+    hilum = 0.7 * np.exp(-((rho / 0.04) ** 2)) * ss(hb, 0.33, 0.4)
+    fade = 0.4 + 0.6 * np.exp(-rho / 0.3)
+    lower = 0.85 + 0.3 * ss(hb, 0.35, 0.6)
+    lung = ly.h["lung"] * (1.0 - 0.75 * ly.h["heart"])  # little of the vessels shows through the heart
+    return (
+        (np.minimum(vessels, 1.2) * fade * lower + hilum)
+        * np.maximum(lung, np.minimum(hilum, 1.0))
+        * (0.4 + 0.6 * lung)
+    )
 
 
 def _compose(ly: _Layers, rng: np.random.Generator) -> np.ndarray:
     """Density layers -> uint8 radiograph with exposure, tone curve, grain."""
     ch, s = ly.ch, ly.ch.s
-    soft = ly.body * (0.62 + 0.22 * np.sqrt(np.clip(1 - (ly.ad / 0.5) ** 2, 0, 1)))
-    central = np.maximum(np.maximum(ly.med, 0.92 * ly.heart), ly.abdomen)
-    air_depth = ch.air * (0.75 + 0.3 * dr.smoothstep(ch.b, ch.v_ap, 0.5))
-    lung_air = ly.lung * (1.0 - 0.85 * ly.heart) * air_depth * ly.air_scale
-    lung_air *= 1.0 - 0.7 * ly.abdomen
-    texture = dr.smooth_noise(s, s, s / 10, rng) * 0.03
-    marks = _markings(ly, rng) * 0.15 * ch.marks * ly.marks_gain
-    dens = soft + 0.6 * central - 0.18 * ly.trachea + ly.bone + ly.ribs * (1 - 0.6 * ly.abdomen) + marks
-    dens = dens + texture * ly.body - lung_air * (1.0 - 0.45 * np.clip(marks, 0, 1)) + ly.add
-    dens = np.maximum(dens, 0.0) * ly.body + 0.03 * (1 - ly.body)
-    img = 1.0 - np.exp(-ch.mu * dens)
+    dens = ly.density()
+    img = 1.0 - np.exp(-np.float32(ch.mu) * dens)
     lo, hi = ch.window
-    img = np.clip((img - lo) / (hi - lo), 0.0, 1.0) ** ch.gamma
-    img = img + dr.blur(rng.standard_normal((s, s), dtype=np.float32), 0.6) * ch.noise * 2.0
+    img -= np.float32(lo)
+    img *= np.float32(1.0 / (hi - lo))
+    np.clip(img, 0.0, 1.0, out=img)
+    img **= np.float32(ch.gamma)
+    # grain: uniform noise smoothed with a [1, 2, 1] kernel each way (near-Gaussian, ~0.6 px correlation)
+    g = rng.random((s + 2, s + 2), dtype=np.float32)
+    g = g[:, :-2] + 2 * g[:, 1:-1] + g[:, 2:]
+    g = g[:-2] + 2 * g[1:-1] + g[2:]  # mean 8, std sqrt(3)
+    g -= np.float32(8.0)
+    g *= np.float32(ch.noise * 2.0 * 0.47 / np.sqrt(3.0))
+    img += g
     return dr.to_uint8(img)
 
 
 # --- lesions: each gets (ly, rng) and returns the masks of what it drew ------------------------------------------
 
 
+def _window(ly: _Layers, a0: float, b0: float, ra: float, rb: float) -> tuple[slice, slice]:
+    """Full-resolution pixel window ``(rows, cols)`` covering body coordinates ``a0 +- ra``, ``b0 +- rb``."""
+    ch = ly.ch
+    (x0, x1), (y0, y1) = ch.to_px(np.array([a0 - ra, a0 + ra]), np.array([b0 - rb, b0 + rb]))
+    c0, c1 = max(0, int(np.floor(x0)) - 2), min(ch.s, int(np.ceil(x1)) + 3)
+    r0, r1 = max(0, int(np.floor(y0)) - 2), min(ch.s, int(np.ceil(y1)) + 3)
+    return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+
+
 def _blob(ly: _Layers, a0: float, b0: float, r: float, rng: np.random.Generator, *, lob: float = 0.15) -> np.ndarray:
-    """Lobulated soft disk around body point ``(a0, b0)`` of radius ``r`` (fraction)."""
-    ang = np.arctan2(ly.ch.b - b0, ly.ch.a - a0)
+    """Lobulated soft disk around body point ``(a0, b0)`` of radius ``r`` (fraction); drawn in its window only."""
     ph = rng.uniform(0, 2 * np.pi, 3)
+    ext = r * (1 + 2.0 * lob) + 0.004
+    rows, cols = _window(ly, a0, b0, ext, ext)
+    out = np.zeros((ly.ch.s, ly.ch.s), np.float32)
+    x, y = ly.ch.a[:, cols] - a0, ly.ch.b[rows] - b0
+    ang = np.arctan2(y, x)
     rr = r * (1 + lob * (np.sin(3 * ang + ph[0]) + 0.6 * np.sin(5 * ang + ph[1]) + 0.4 * np.sin(7 * ang + ph[2])))
-    dist = np.hypot(ly.ch.a - a0, ly.ch.b - b0)
-    return dr.smoothstep(rr - dist, -0.0015, 0.0025)
+    out[rows, cols] = dr.smoothstep(rr - np.sqrt(x * x + y * y), -0.0015, 0.0025)
+    return out
 
 
 def _cloud(ly: _Layers, side: int, a0: float, b0: float, rx: float, ry: float, rng, *, patchy: float) -> np.ndarray:
-    env = np.clip(1 - np.hypot((ly.ch.a - a0) / rx, (ly.ch.b - b0) / ry), 0, 1) ** 0.6
-    n = dr.smooth_noise(ly.ch.s, ly.ch.s, ly.ch.s / 22, rng)
-    return np.clip(env * (1.0 + patchy * n) - 0.15, 0, 1) * ly.side_lung[side]
+    """Patchy airspace opacity: an elliptic envelope times smooth noise, inside one lung; drawn in its window."""
+    rows, cols = _window(ly, a0, b0, rx, ry)
+    out = np.zeros((ly.ch.s, ly.ch.s), np.float32)
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    if h == 0 or w == 0:
+        return out
+    x, y = (ly.ch.a[:, cols] - a0) / rx, (ly.ch.b[rows] - b0) / ry
+    env = np.clip(1 - np.sqrt(x * x + y * y), 0, 1) ** 0.6
+    n = dr.smooth_noise(h, w, ly.ch.s / 22, rng)
+    out[rows, cols] = np.clip(env * (1.0 + patchy * n) - 0.15, 0, 1) * ly.side_lung[side][rows, cols]
+    return out
 
 
 def _mask(x: np.ndarray, frac: float = 0.3) -> np.ndarray:
@@ -441,21 +709,21 @@ def _mask(x: np.ndarray, frac: float = 0.3) -> np.ndarray:
 def _l_nodule(ly, rng):
     _, a0, b0 = ly.lung_point(rng)
     m = _blob(ly, a0, b0, rng.uniform(0.006, 0.013), rng, lob=0.05)
-    ly.add += rng.uniform(0.3, 0.45) * m
+    ly.add_density(rng.uniform(0.3, 0.45) * m)
     return [_mask(m)]
 
 
 def _l_mass(ly, rng):
     _, a0, b0 = ly.lung_point(rng)
     m = _blob(ly, a0, b0, rng.uniform(0.03, 0.055), rng, lob=0.12)
-    ly.add += rng.uniform(0.35, 0.5) * m * (0.85 + 0.15 * m)
+    ly.add_density(rng.uniform(0.35, 0.5) * m * (0.85 + 0.15 * m))
     return [_mask(m)]
 
 
 def _l_lung_lesion(ly, rng):
     _, a0, b0 = ly.lung_point(rng, zone="upper")
     m = _blob(ly, a0, b0, rng.uniform(0.018, 0.03), rng, lob=0.3)
-    ly.add += rng.uniform(0.3, 0.42) * m
+    ly.add_density(rng.uniform(0.3, 0.42) * m)
     return [_mask(m)]
 
 
@@ -464,8 +732,8 @@ def _cloud_lesion(zone: str, size: tuple[float, float], dens: tuple[float, float
         side, a0, b0 = ly.lung_point(rng, zone=zone)
         rx, ry = rng.uniform(*size), rng.uniform(*size)
         c = _cloud(ly, side, a0, b0, rx, ry, rng, patchy=patchy)
-        ly.add += rng.uniform(*dens) * c
-        ly.air_scale *= 1 - 0.5 * c
+        ly.add_density(rng.uniform(*dens) * c)
+        ly.scale_air(1 - 0.5 * c)
         return [_mask(c, 0.2)]
 
     return draw
@@ -476,25 +744,27 @@ def _l_edema(ly, rng):
     for side in (-1, 1):
         a0 = ly.ch.cx + side * rng.uniform(0.1, 0.14)
         c = np.maximum(c, _cloud(ly, side, a0, rng.uniform(0.42, 0.5), 0.14, 0.16, rng, patchy=0.4))
-    ly.add += rng.uniform(0.22, 0.32) * c
-    ly.air_scale *= 1 - 0.4 * c
+    ly.add_density(rng.uniform(0.22, 0.32) * c)
+    ly.scale_air(1 - 0.4 * c)
     return [_mask(c, 0.2)]
 
 
 def _l_effusion(ly, rng):
+    # drawn on the half-resolution grid (it is smooth) and upsampled: fluid and its mask
     side = int(rng.choice((-1, 1)))
-    ch, ds = ly.ch, side * ly.d
+    ch, ds, b = ly.ch, side * (ly.ha - np.float32(ly.ch.cx)), ly.hb
     h = rng.uniform(0.07, 0.2)
-    level = ly.dia[side] - h
-    lat = ly.lat[side]
+    dia, lat = ly.h[f"dia{side}"], ly.h[f"lat{side}"]
     t = np.clip((ds - ch.medw) / (lat - ch.medw), 0, 1)
-    meniscus = level + (ch.cp + h * 0.2) - (ch.cp + h * 0.9) * t**2.2
-    fluid = dr.smoothstep(ch.b - meniscus, 0.0, 0.012) * dr.smoothstep(ly.side_margin[side] + 0.02, 0, 0.01)
-    fluid *= dr.smoothstep(ds, ch.medw - 0.01, ch.medw + 0.01) * dr.smoothstep(ly.dia[side] + 0.004 - ch.b, 0, 0.004)
-    ly.air_scale *= 1 - 0.95 * fluid
-    ly.add += 0.14 * fluid
-    ly.marks_gain *= 1 - fluid
-    return [_mask(fluid * ly.side_lung[side], 0.3)]
+    meniscus = dia - h + (ch.cp + h * 0.2) - (ch.cp + h * 0.9) * t**2.2
+    fluid = dr.smoothstep(b - meniscus, 0.0, 0.012) * dr.smoothstep(ly.h[f"margin{side}"] + 0.02, 0, 0.01)
+    fluid *= dr.smoothstep(ds, ch.medw - 0.01, ch.medw + 0.01) * dr.smoothstep(dia + 0.004 - b, 0, 0.004)
+    in_lung = ly.up(fluid * ly.h[f"lung{side}"])
+    fluid = ly.up(fluid)
+    ly.scale_air(1 - 0.95 * fluid)
+    ly.add_density(0.14 * fluid)
+    ly.scale_marks(1 - fluid)
+    return [_mask(in_lung, 0.3)]
 
 
 def _l_pneumothorax(ly, rng):
@@ -505,9 +775,9 @@ def _l_pneumothorax(ly, rng):
     zone = dr.smoothstep(ch.v_ap + rng.uniform(0.3, 0.45) - ch.b, 0, 0.05)
     region = dr.smoothstep(w - m, 0, 0.004) * zone * ly.side_lung[side]
     line = np.exp(-(((m - w) / 0.0018) ** 2)) * zone * ly.side_lung[side]
-    ly.marks_gain *= 1 - region
-    ly.air_scale *= 1 + 0.55 * region
-    ly.add += 0.09 * line
+    ly.scale_marks(1 - region)
+    ly.scale_air(1 + 0.7 * region)
+    ly.add_density(0.09 * line - 0.06 * region)
     return [_mask(region + line, 0.3)]
 
 
@@ -520,7 +790,7 @@ def _l_fibrosis(ly, rng):
         zone += ly.side_lung[side] * dr.smoothstep(ly.side_margin[side], 0.12, 0.05)
     zone *= dr.smoothstep(ch.b, 0.35, 0.5)
     f = net * zone
-    ly.add += rng.uniform(0.16, 0.24) * f
+    ly.add_density(rng.uniform(0.16, 0.24) * f)
     return [_mask(f * (zone > 0.5), 0.4)]
 
 
@@ -538,9 +808,8 @@ def _l_fracture(ly, rng):
     gap = dr.polyline(ch.s, ch.s, x, y, max(1.5, ch.s / 220))
     ribmask = ly.ribs > 0.3 * ly.ribs.max()
     brk = gap * ribmask
-    ly.ribs = ly.ribs * (1 - 0.95 * gap)
-    # a sliver of callus and a step at the break
-    ly.add += 0.12 * dr.blur(brk, 1.2) - 0.0 * brk
+    # the break: a dark gap through the rib and a sliver of callus
+    ly.add_density(0.12 * dr.blur(brk, 1.2) - 0.95 * gap * ly.ribs)
     return [_mask(brk, 0.3)]
 
 
@@ -575,7 +844,7 @@ def _l_devices(ly, rng):
                 dot = dr.disk(s, s, float(x0), float(y0), r * 0.3, r * 0.3)
                 m = np.maximum(m, np.maximum(ring, dot))
                 masks.append(_mask(ring + dot, 0.3))
-            ly.add += 0.9 * m
+            ly.add_density(0.9 * m)
             continue
         else:  # pacemaker: generator box in the upper chest plus leads to the heart
             side = rng.choice((-1, 1))
@@ -587,7 +856,7 @@ def _l_devices(ly, rng):
             a = a0 + (hx - a0) * t + 0.04 * np.sin(t * np.pi) * side
             b = b0 + (hy - b0) * t**0.8
             m = np.maximum(gen, dr.polyline(s, s, *ch.to_px(a, b), lw * 1.3))
-        ly.add += 1.0 * m
+        ly.add_density(1.0 * m)
         masks.append(_mask(m, 0.3))
     return masks
 
@@ -598,7 +867,7 @@ def _l_calcification(ly, rng):
     ang = np.linspace(np.pi * rng.uniform(1.05, 1.25), np.pi * rng.uniform(1.7, 1.95), 30)
     x, y = ch.to_px(ch.cx + kx + kr * 0.95 * np.cos(ang), ky + kr * 0.95 * np.sin(ang))
     m = dr.polyline(ch.s, ch.s, x, y, max(1.5, ch.s / 200))
-    ly.add += 0.55 * m
+    ly.add_density(0.55 * m)
     return [_mask(m)]
 
 
@@ -611,8 +880,8 @@ def _l_tortuous(ly, rng):
     x, y = ch.to_px(a, b)
     m = dr.polyline(ch.s, ch.s, x, y, ch.s * 0.045)
     m = dr.blur(m, ch.s / 250)
-    ly.add += 0.2 * m
-    ly.air_scale *= 1 - 0.5 * m
+    ly.add_density(0.2 * m)
+    ly.scale_air(1 - 0.5 * m)
     return [_mask(m, 0.3)]
 
 
@@ -623,7 +892,7 @@ def _l_hernia(ly, rng):
     bub = _blob(ly, a0, b0, r, rng, lob=0.04)
     gas = bub * dr.smoothstep(b0 + r * rng.uniform(0.0, 0.4) - ch.b, 0, 0.003)
     rim = np.clip(_blob(ly, a0, b0, r * 1.08, rng, lob=0.0) - bub, 0, 1)
-    ly.add += -0.45 * gas + 0.1 * rim
+    ly.add_density(-0.45 * gas + 0.1 * rim)
     return [_mask(bub + rim, 0.3)]
 
 
@@ -636,7 +905,7 @@ def _l_subq(ly, rng):
     coarse = rng.standard_normal((12, 60)).astype(np.float32)
     n = np.asarray(Image.fromarray(coarse, mode="F").resize((s, s), Image.BICUBIC), dtype=np.float32)
     streak = np.exp(-((n / 0.3) ** 2)) * zone
-    ly.add += -0.35 * streak
+    ly.add_density(-0.35 * streak)
     return [_mask(streak, 0.35)]
 
 
@@ -647,7 +916,7 @@ def _l_pneumomediastinum(ly, rng):
     stripe = np.exp(-(((rh - 1.04) / 0.02) ** 2)) * (ch.a > hx) * (ch.b < hy)
     med_edge = np.exp(-(((ly.ad - ch.medw - 0.008) / 0.004) ** 2)) * dr.smoothstep(ch.b, 0.12, 0.2) * (ch.b < hy - 0.08)
     m = np.maximum(stripe, med_edge)
-    ly.add += -0.3 * m
+    ly.add_density(-0.3 * m)
     return [_mask(m, 0.3)]
 
 
@@ -659,7 +928,7 @@ def _l_pneumoperitoneum(ly, rng):
     thick = rng.uniform(0.015, 0.03) * np.clip(np.sin(np.pi * t), 0, 1) ** 0.7
     under = ch.b - ly.dia[side] - 0.006
     m = dr.smoothstep(under, -0.002, 0.002) * dr.smoothstep(thick - under, 0.0, 0.003) * (t > 0) * (t < 1) * (ds > 0)
-    ly.add += -0.6 * m
+    ly.add_density(-0.6 * m)
     return [_mask(m, 0.3)]
 
 
@@ -669,8 +938,8 @@ def _l_pleural_thickening(ly, rng):
     b0 = rng.uniform(ch.v_ap + 0.05, 0.55)
     zone = dr.smoothstep(ch.b, b0, b0 + 0.02) * dr.smoothstep(b0 + rng.uniform(0.1, 0.2) - ch.b, 0, 0.02)
     m = dr.smoothstep(rng.uniform(0.012, 0.02) - ly.side_margin[side], 0, 0.004) * zone * ly.side_lung[side]
-    ly.add += 0.3 * m
-    ly.air_scale *= 1 - 0.6 * m
+    ly.add_density(0.3 * m)
+    ly.scale_air(1 - 0.6 * m)
     return [_mask(m, 0.3)]
 
 
@@ -679,7 +948,7 @@ def _l_pleural_other(ly, rng):
     for _ in range(int(rng.integers(1, 3))):
         side, a0, b0 = ly.lung_point(rng, zone="peripheral")
         m = _blob(ly, a0, b0, rng.uniform(0.008, 0.014), rng, lob=0.3) * ly.side_lung[side]
-        ly.add += 0.45 * m
+        ly.add_density(0.45 * m)
         masks.append(_mask(m, 0.3))
     return masks
 
@@ -702,8 +971,8 @@ def _l_atelectasis(ly, rng):
     else:  # wedge towards the hilum
         m = dr.disk(ch.s, ch.s, float(x0), float(y0), ch.s * 0.06, ch.s * 0.03, soft=3.0, angle=rng.uniform(-0.6, 0.6))
     m = m * ly.side_lung[side]
-    ly.add += rng.uniform(0.3, 0.4) * m
-    ly.air_scale *= 1 - 0.6 * m
+    ly.add_density(rng.uniform(0.3, 0.4) * m)
+    ly.scale_air(1 - 0.6 * m)
     return [_mask(m, 0.3)]
 
 
@@ -818,8 +1087,9 @@ def _render_chest(labels_row, *, size, rng) -> tuple[np.ndarray, list[Box], list
         ch.marks *= 0.45
         ch.hw *= 1.04
         extra.append(("Emphysema", "lung"))
-    _pose_grid(ch)
-    ly = _Layers(ch)
+    if pos.any():
+        _pose_grid(ch)  # full-resolution body coordinates, for the lesions
+    ly = _Layers(ch, anat_rng)
     drawn: list[tuple[str, np.ndarray]] = []
     for name, what in extra:
         if what == "heart":
@@ -1104,22 +1374,7 @@ _VINDR = {
     "Pneumothorax": "Pneumothorax",
     "Fibrosis": "Pulmonary fibrosis",
 }
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
+CHEXPERT_LABELS: tuple[str, ...] = tuple(CHEXPERT_TO_CXR_LT)  # the 14 CheXpert columns, in file order
 _LAYOUT_CODE = {name: i + 1 for i, name in enumerate(LAYOUTS)}
 
 

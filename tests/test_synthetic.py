@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
+from dadam import _draw as dr
 from dadam import synthetic as sy
 from dadam.labels import CXR_LT_CLASSES, CXR_LT_TRAIN_COUNTS, CXR_LT_TRAIN_IMAGES, NO_FINDING
 
@@ -172,6 +173,78 @@ def test_render_is_deterministic_and_checks_input():
         sy.render_chest(np.zeros(5), size=128, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="size must be"):
         sy.render_chest(y, size=16, rng=np.random.default_rng(0))
+
+
+def test_draw_primitives_match_references():
+    rng = np.random.default_rng(0)
+    for shape, out in [((64, 48), (128, 96)), ((33, 40), (66, 80)), ((50, 50), (77, 91))]:
+        a = rng.random(shape, dtype=np.float32)
+        ref = np.asarray(Image.fromarray(a, mode="F").resize((out[1], out[0]), Image.BILINEAR))
+        up = dr.upsample(a, *out)
+        assert up.shape == out and up.dtype == np.float32
+        np.testing.assert_allclose(up, ref, atol=1e-5)
+    x = np.linspace(-1.0, 2.0, 301).astype(np.float32)
+    x0 = x.copy()
+    for e0, e1 in [(0.2, 0.7), (0.7, 0.2)]:
+        t = np.clip((x.astype(np.float64) - e0) / (e1 - e0), 0, 1)
+        np.testing.assert_allclose(dr.smoothstep(x, e0, e1), t * t * (3 - 2 * t), atol=1e-6)
+    assert np.array_equal(x, x0)  # the input is not modified
+    # disk() draws only in its window: the same values as the formula over the whole image
+    for h, w, cx, cy, rx, ry, soft, angle in [
+        (60, 80, 30.2, 20.7, 9.0, 4.5, 1.0, 0.0),
+        (50, 40, -3.0, 45.0, 12.0, 6.0, 3.0, 0.7),
+    ]:
+        x_ = np.arange(w, dtype=np.float32)[None, :] + 0.5 - cx
+        y_ = np.arange(h, dtype=np.float32)[:, None] + 0.5 - cy
+        c, s = np.cos(angle), np.sin(angle)
+        x_, y_ = (c * x_ + s * y_, -s * x_ + c * y_) if angle else (x_, y_)
+        ref = np.clip((1.0 - np.sqrt((x_ / rx) ** 2 + (y_ / ry) ** 2)) / (soft / min(rx, ry)) + 0.5, 0.0, 1.0)
+        np.testing.assert_allclose(dr.disk(h, w, cx, cy, rx, ry, soft=soft, angle=angle), ref, atol=1e-6)
+
+
+def _regions(seed: int, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A lesion-free render and full-resolution masks of its anatomy (rebuilt from the same rng streams)."""
+    img, _ = sy.render_chest(one_hot(NO_FINDING), size=size, rng=np.random.default_rng(seed))
+    anat, _, _ = np.random.default_rng(seed).spawn(3)
+    ch = sy._anatomy(size, anat)
+    ly = sy._Layers(ch, anat)
+    up = ly.up
+    abd = up(ly.h["abdomen"]) > 0.99
+    rows = np.flatnonzero(abd.any(1))
+    top, bottom = np.zeros_like(abd), np.zeros_like(abd)
+    top[rows[0] + size // 40 : rows[0] + size // 12] = True
+    bottom[-size // 12 :] = True
+    centre = np.zeros_like(abd)
+    centre[:, int(size * 0.3) : int(size * 0.7)] = True
+    masks = {
+        "lung": (up(ly.h["lung"]) > 0.99) & (up(ly.h["heart"]) < 0.01),
+        "heart": (up(ly.h["heart"]) > 0.99) & (up(ly.h["abdomen"]) < 0.01),
+        "abd_top": abd & top & centre,
+        "abd_bottom": abd & bottom & centre,
+        "outside": up(ly.h["body"]) < 0.01,
+    }
+    return img, masks
+
+
+def test_chest_anatomy_reads_as_a_pa_film():
+    size = 256
+    for seed in range(4):
+        img, m = _regions(seed, size)
+        mean = {k: float(img[v].mean()) for k, v in m.items() if v.any()}
+        assert {"lung", "heart", "abd_top", "abd_bottom", "outside"} <= set(mean), (seed, sorted(mean))
+        # air outside the body darkest, lungs dark, heart and upper abdomen bright
+        assert mean["outside"] < mean["lung"] - 10 < mean["heart"] - 40, (seed, mean)
+        assert mean["abd_top"] > mean["lung"] + 40, (seed, mean)
+        # the abdomen fades toward the bottom of the film instead of being a flat slab
+        assert mean["abd_bottom"] < mean["abd_top"] - 15, (seed, mean)
+        # the lungs are not crushed to black: ribs and vessels give them texture
+        assert 15 < mean["lung"] and img[m["lung"]].std() > 6, (seed, mean, img[m["lung"]].std())
+
+
+def test_anatomy_varies_between_images():
+    imgs = [sy.render_chest(one_hot(NO_FINDING), size=128, rng=np.random.default_rng(s))[0] for s in range(6)]
+    diffs = [np.abs(a.astype(np.float64) - b).mean() for i, a in enumerate(imgs) for b in imgs[i + 1 :]]
+    assert min(diffs) > 4.0, diffs  # pose, shape and tone differ; not the same picture with new grain
 
 
 @pytest.mark.parametrize("part", sy.MURA_PARTS)
