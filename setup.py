@@ -32,6 +32,16 @@ setup(
     extras_require={
         "dali": DALI,
         "dicom": DICOM,
-        "dev": ["pytest", "pytest-timeout", "hypothesis", "scikit-learn", "scipy", "ruff", "tensorboard", *DALI, *DICOM],
+        "dev": [
+            "pytest",
+            "pytest-timeout",
+            "hypothesis",
+            "scikit-learn",
+            "scipy",
+            "ruff",
+            "tensorboard",
+            *DALI,
+            *DICOM,
+        ],
     },
 )

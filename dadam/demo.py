@@ -40,7 +40,9 @@ def run_demo(
     from fpsm.train import TrainConfig, fit
 
     out = pathlib.Path(out)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     gpu = dev.type == "cuda"
     canvas = canvas or (448 if gpu else 128)
     backbone = backbone or ("tresnet_l" if gpu else "resnet10t")
@@ -93,9 +95,11 @@ def run_demo(
     res = fit(cfg)
     seconds = time.perf_counter() - t0
     img_s = res.step * batch_size / seconds
-    print(f"[demo] {res.step} FPSM steps ({backbone}, {canvas} px, batch {batch_size}, {dev}): {img_s:.1f} img/s "
-          f"including evaluation; mean AP {res.metrics.get('AP', float('nan')):.3f}, "
-          f"mean AUC {res.metrics.get('AUC', float('nan')):.3f} (a few steps on phantom data: expect little)")
+    print(
+        f"[demo] {res.step} FPSM steps ({backbone}, {canvas} px, batch {batch_size}, {dev}): {img_s:.1f} img/s "
+        f"including evaluation; mean AP {res.metrics.get('AP', float('nan')):.3f}, "
+        f"mean AUC {res.metrics.get('AUC', float('nan')):.3f} (a few steps on phantom data: expect little)"
+    )
 
     # 4. A grid of augmented training images with the placed boxes drawn.
     table = read_cxr_lt(cxr / "train.csv")
@@ -126,8 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 on GPU, 16 on CPU")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    run_demo(args.out, device=args.device, canvas=args.canvas, backbone=args.backbone, steps=args.steps,
-             batch_size=args.batch_size, seed=args.seed)
+    run_demo(
+        args.out,
+        device=args.device,
+        canvas=args.canvas,
+        backbone=args.backbone,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     return 0
 
 

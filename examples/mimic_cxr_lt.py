@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=1e-4)
     run.add_argument("--ft-lr", type=float, default=2e-5)
-    run.add_argument("--loss", default="soft_margin", choices=["soft_margin", "asl"],
-                     help="soft_margin: the paper's summed MultiLabelSoftMarginLoss (default); asl: timm's asymmetric loss")
+    run.add_argument(
+        "--loss",
+        default="soft_margin",
+        choices=["soft_margin", "asl"],
+        help="soft_margin: the paper's summed MultiLabelSoftMarginLoss (default); asl: timm's asymmetric loss",
+    )
     run.add_argument("--dadam-p", type=float, default=0.5)
     run.add_argument("--dadam-alpha", type=float, default=0.6)
     run.add_argument("--num-workers", type=int, default=8)
