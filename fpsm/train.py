@@ -344,9 +344,10 @@ def train_one_epoch(
     channels_last: bool = False,
     use_dataset_ids: bool = False,
     grad_clip: float | None = None,
-    on_step: Callable[[int, float, int], bool] | None = None,
+    on_step: Callable[[int, torch.Tensor, int], bool] | None = None,
     progress: bool = True,
     desc: str = "train",
+    log_every: int = 10,
 ) -> tuple[int, float]:
     """One pass over ``loader`` (or until ``on_step`` asks to stop).
 
@@ -366,9 +367,12 @@ def train_one_epoch(
         channels_last: feed channels-last input.
         use_dataset_ids: pass ``dataset_ids`` to the model (FPSM built with ``use_binary_enc``).
         grad_clip: clip the global grad norm to this value.
-        on_step: ``on_step(step, loss, batch_size) -> stop`` after every optimiser step.
+        on_step: ``on_step(step, loss, batch_size) -> stop`` after every optimiser step; ``loss`` is a 0-dim
+            tensor on the device (``float(loss)`` waits for the GPU: do it only when logging).
         progress: show a tqdm bar with loss and img/s.
         desc: bar label.
+        log_every: read the loss back to the host (bar, non-finite check) only every this many steps, so the
+            CPU can queue the next steps while the GPU works.
 
     Returns:
         ``(step, mean loss)`` after the epoch.
@@ -376,7 +380,7 @@ def train_one_epoch(
     from fpsm import pyramid_loss
 
     model.train()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
     for images, labels, dataset_ids in bar:
@@ -396,16 +400,21 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         step += 1
-        v = float(value.detach())
-        if not math.isfinite(v):
-            raise FloatingPointError(f"loss is {v} at step {step}; lower lr or check the labels")
-        total, count, seen = total + v, count + 1, seen + images.shape[0]
-        rate = seen / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{v:.4f}", img_s=f"{rate:.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if on_step is not None and on_step(step, v, images.shape[0]):
+        value = value.detach()
+        total, count, seen = total + value, count + 1, seen + images.shape[0]
+        if step % log_every == 0:  # the only host sync of the step, every log_every steps
+            v = float(value)
+            if not math.isfinite(v):
+                raise FloatingPointError(f"loss is {v} at step {step}; lower lr or check the labels")
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{v:.4f}", img_s=f"{rate:.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if on_step is not None and on_step(step, value, images.shape[0]):
             break
     bar.close()
-    return step, total / max(count, 1)
+    mean = float(total) / max(count, 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"mean loss of the epoch is {mean} (step {step}); lower lr or check the labels")
+    return step, mean
 
 
 @torch.no_grad()
@@ -739,10 +748,11 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
     tick = {"t": time.perf_counter(), "n": 0}
     epoch_start_step = step - start_in_epoch
 
-    def on_step(s: int, loss_value: float, batch: int) -> bool:
+    def on_step(s: int, loss: torch.Tensor, batch: int) -> bool:
         nonlocal stopped
         tick["n"] += batch * info.world_size
         if main and (s % cfg.log_every == 0 or s == total_steps):
+            loss_value = float(loss)  # host sync only on log steps
             dt = max(time.perf_counter() - tick["t"], 1e-9)
             row = {
                 "step": s,
@@ -822,6 +832,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
             on_step=on_step,
             progress=cfg.progress and main,
             desc=f"{bar_desc} epoch {epoch}",
+            log_every=cfg.log_every,
         )
         if stopped:
             break
