@@ -186,19 +186,71 @@ def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, 
 
 
 def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
-    """CPU-only path: one slice assignment per active patch, with host-side ints (free on the CPU)."""
+    """CPU-only path: one slice assignment per active patch, with host-side ints (free on the CPU).
+
+    Same values as :func:`blend_values`, with fewer ops: a paste (``alpha >= 1``) copies the patch (``q / 255`` for
+    float images) without reading the background; a blend writes ``alpha * q + (1 - alpha) * x`` evaluated as the
+    same separately rounded float32 operations (IEEE ``+`` and ``*`` commute, so the operand order is free).
+    """
+    B, C, H, W = images.shape
     out = images.clone(memory_format=torch.preserve_format)
-    H, W = images.shape[-2:]
-    bk = torch.argwhere(active)  # CPU-only path: (n, 2) host-side list of active slots
-    b_idx, k_idx = bk[:, 0], bk[:, 1]
-    pid = patch_ids[b_idx, k_idx]
-    rows = torch.stack([b_idx, boxes[b_idx, k_idx, 0], boxes[b_idx, k_idx, 1], offsets[pid], *sizes[pid].T], 1)
-    alphas = alpha[b_idx, k_idx].to(torch.float32)
-    for (b, x0, y0, off, h, w), a in zip(rows.tolist(), alphas.unbind(0), strict=True):  # CPU-only path
+    if out.numel() == 0 or active.numel() == 0:
+        return out
+    K = active.shape[1]
+    sB, sC, sH, sW = out.stride()
+    base = out.storage_offset()
+    alpha32 = alpha.to(torch.float32)
+    # One host transfer for all the bookkeeping (below): (B*K, 7) ints per slot.
+    pid = patch_ids.reshape(-1)
+    rows = torch.cat(
+        [
+            boxes[..., :2].reshape(-1, 2),
+            offsets[pid, None],
+            sizes[pid],
+            active.reshape(-1, 1),
+            (alpha32 >= 1).reshape(-1, 1),
+        ],
+        1,
+    )
+    uint8 = images.dtype == torch.uint8
+    fp32 = images.dtype == torch.float32
+    # float32 single-channel: divide in place in the image (no temporary); else divide the (h, w) patch once and copy
+    # it to every channel (one op over C * h * w elements: ops above torch's grain size fork threads)
+    fp32_inplace = fp32 and C == 1
+    d255 = None if uint8 else torch.full((), 255.0)  # as in blend_values: an IEEE division by a tensor
+    blend_a = blend_1ma = None
+    for i, (x0, y0, off, h, w, on, paste) in enumerate(rows.tolist()):  # CPU-only path
+        if not on:
+            continue
+        b = i // K
         ys, ye, xs, xe = max(y0, 0), min(y0 + h, H), max(x0, 0), min(x0 + w, W)
         if ye <= ys or xe <= xs:
             continue
-        patch = pixels[off : off + h * w].view(h, w)[ys - y0 : ye - y0, xs - x0 : xe - x0]
-        region = out[b, :, ys:ye, xs:xe]  # (C, h', w') view
-        region.copy_(blend_values(patch, region, a))
+        ph, pw = ye - ys, xe - xs
+        patch = pixels.as_strided((ph, pw), (w, 1), off + (ys - y0) * w + (xs - x0))  # (h', w') uint8 view
+        region = out.as_strided((C, ph, pw), (sC, sH, sW), base + b * sB + ys * sH + xs * sW)
+        if paste:
+            if uint8:
+                region.copy_(patch)  # exactly the patch
+            elif fp32_inplace:
+                region.copy_(patch).div_(d255)  # q = float32(patch) / 255, exactly, in place
+            else:
+                region.copy_(patch.to(torch.float32).div_(d255))  # float32 q, rounded once to the image dtype
+            continue
+        if blend_a is None:
+            blend_a = alpha32.reshape(-1)
+            blend_1ma = 1 - blend_a
+        a, one_minus_a = blend_a[i], blend_1ma[i]  # 0-d float32 tensors
+        q = patch.to(torch.float32)
+        if not uint8:
+            q.div_(d255)
+        q.mul_(a)  # alpha * q
+        if uint8 or fp32:
+            mixed = torch.mul(region, one_minus_a)  # (1 - alpha) * x, float32
+        else:
+            mixed = region.to(torch.float32).mul_(one_minus_a)
+        mixed.add_(q)  # (C, h', w')
+        if uint8:
+            mixed.round_().clamp_(0, 255)  # round_to_uint8
+        region.copy_(mixed)
     return out

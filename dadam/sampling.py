@@ -124,32 +124,42 @@ def sampling_weights(
     return tail_weight, companion_weight
 
 
-def _categorical(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _categorical(weights: torch.Tensor, u: torch.Tensor, arange_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF draws without host sync.
 
-    weights ``(..., C)`` >= 0 (or ``(C,)`` shared), u ``(..., R)`` in [0, 1) -> index ``(..., R)`` long (always a
-    class with positive weight when any) and ``ok (...)`` bool (some weight is positive).
+    weights ``(..., C)`` >= 0, u ``(..., R)`` in [0, 1), ``arange_c = arange(C)`` -> index ``(..., R)`` long (always a
+    class with positive weight when any; 0 when none) and ``ok (..., 1)`` bool (some weight is positive).
     """
     cdf = torch.cumsum(weights, -1)  # (..., C)
     total = cdf[..., -1:]  # (..., 1)
-    idx = torch.searchsorted(cdf.contiguous(), (u * total).contiguous(), right=True)
+    v = u * total  # (..., R)
+    if cdf.device.type != "cpu" or torch.get_num_threads() == 1:
+        idx = torch.searchsorted(cdf, v, right=True)  # (..., R)
+    else:
+        # the same index as a count of cdf values <= v (cdf is non-decreasing): CPU searchsorted forks its threads
+        # even for a few values, which stalls a small batch on a busy machine; elementwise ops and sums fork only
+        # above torch's grain size
+        idx = (cdf[..., None, :] <= v[..., None]).sum(-1)  # (..., R)
     # u * total may round up to total: fall back to the last class with positive weight.
-    num = weights.shape[-1]
-    last_pos = (num - 1) - torch.argmax(torch.flip(weights > 0, (-1,)).to(torch.uint8), -1, keepdim=True)
-    idx = torch.minimum(idx, last_pos)
-    return idx, total[..., 0] > 0
+    last_pos = torch.argmax(torch.where(weights > 0, arange_c, -1), -1, keepdim=True)  # (..., 1)
+    return torch.minimum(idx, last_pos), total > 0
 
 
 def _draw_patch(
-    cls: torch.Tensor, u: torch.Tensor, class_start: torch.Tensor, class_count: torch.Tensor, n_patches: int
+    cls: torch.Tensor,
+    u: torch.Tensor,
+    class_start: torch.Tensor,
+    class_count: torch.Tensor,
+    count_max: torch.Tensor,
+    n_patches: int,
 ) -> torch.Tensor:
     """Uniform patch of class ``cls``: ``class_start[cls] + floor(u * class_count[cls])`` (any shape, long).
 
-    Clamped into ``[0, n_patches)`` so that a class without patches (only drawn for inactive slots) stays indexable.
+    ``count_max = (class_count - 1).clamp_min(0)``. Clamped into ``[0, n_patches)`` so that a class without patches
+    (only drawn for inactive slots) stays indexable.
     """
-    count = class_count[cls]
-    pid = class_start[cls] + torch.minimum((u * count).long(), (count - 1).clamp_min(0))
-    return pid.clamp(0, n_patches - 1)
+    draw = torch.minimum((u * class_count.take(cls)).long(), count_max.take(cls))  # class_count as float32
+    return draw.add_(class_start.take(cls)).clamp_(0, n_patches - 1)
 
 
 def _place(pid: torch.Tensor, u: torch.Tensor, patch_boxes: torch.Tensor, canvas: int, jitter: float) -> torch.Tensor:
@@ -171,12 +181,16 @@ def _one_hot(cls: torch.Tensor, num_classes: int) -> torch.Tensor:
     return cls[..., None] == torch.arange(num_classes, device=cls.device)
 
 
-def _overlaps(cand: torch.Tensor, placed: torch.Tensor, placed_active: torch.Tensor) -> torch.Tensor:
-    """cand ``(B, R, 4)``, placed ``(B, k, 4)``, placed_active ``(B, k)`` -> ``(B, R)`` bool, overlaps any placed."""
+def _overlaps(cand: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
+    """cand ``(B, R, 4)``, placed ``(B, k, 4)`` -> ``(B, R)`` bool, overlaps any placed box.
+
+    Boxes are non-empty (a bank's boxes are); an all-zero placed box (an inactive slot) overlaps nothing.
+    """
     c = cand[:, :, None, :]  # (B, R, 1, 4)
     a = placed[:, None, :, :]  # (B, 1, k, 4)
-    inter = (c[..., 0] < a[..., 2]) & (a[..., 0] < c[..., 2]) & (c[..., 1] < a[..., 3]) & (a[..., 1] < c[..., 3])
-    return (inter & placed_active[:, None, :]).any(-1)
+    lo = torch.maximum(c[..., :2], a[..., :2])  # (B, R, k, 2) intersection's x0, y0
+    hi = torch.minimum(c[..., 2:], a[..., 2:])  # (B, R, k, 2) intersection's x1, y1
+    return (lo < hi).all(-1).any(-1)
 
 
 def apply_labels(labels: torch.Tensor, params: DadamParams, *, soft_label: bool = False) -> torch.Tensor:
@@ -290,68 +304,70 @@ def sample(
     # slot R class picks, R patch picks and R jitters (2 each).
     n_u = 1 + 1 + 1 + 1 + 2 + (K - 1) * R * 4
     u = torch.rand(B, n_u, generator=generator, device=device)
-    u_gate, u_tail, u_comp, u_pid0 = u[:, 0], u[:, 1:2], u[:, 2:3], u[:, 3]
-    u_jit0 = u[:, 4:6]
     u_slots = u[:, 6:].reshape(B, max(K - 1, 0), R, 4)
 
     tail_weight = tail_weight.to(device=device, dtype=torch.float32)
     companion_weight = companion_weight.to(device=device, dtype=torch.float32)
+    count_max = (class_count - 1).clamp_min(0)  # (C,)
+    count_f = class_count.to(torch.float32)  # (C,) u * count in float32, as with the long counts
     pos = labels > 0.5  # (B, C), NaN -> False
     pos_other = pos.clone()
     pos_other[:, no_finding] = False
-    normal = pos[:, no_finding] & ~pos_other.any(1)  # (B,)
-    gate = u_gate < p  # (B,)
+    normal = (pos[:, no_finding] & ~pos_other.any(1))[:, None]  # (B, 1)
+    gate = u[:, :1] < p  # (B, 1)
+    arange_c = torch.arange(C, device=device)  # (C,)
 
-    # Paste: tail class t from tail_weight (shared by all samples).
-    t_paste, ok_paste = _categorical(tail_weight[None].expand(B, C), u_tail)  # (B, 1), (B,)
-    t_paste = t_paste[:, 0]
-    mode_paste = normal & gate & ok_paste
+    # Tail class t: for a normal image from tail_weight (a paste), else among the image's own tail classes (a blend).
+    # Both draws use the same u, so one draw over the row's weights serves both.
+    t, ok_t = _categorical(tail_weight * (pos_other | normal), u[:, 1:2], arange_c)  # (B, 1), (B, 1)
+    w_row = companion_weight.index_select(0, t.view(B))  # (B, C) companion weights of t
+    # Blend: a companion j the image lacks.
+    j, ok_j = _categorical(w_row.masked_fill(pos, 0.0), u[:, 2:3], arange_c)  # (B, 1), (B, 1)
+    mode_paste = normal & gate & ok_t  # (B, 1)
+    mode_blend = ~normal & gate & ok_t & ok_j  # (B, 1)
 
-    # Blend: t among the sample's tail classes, then a companion j it lacks.
-    w_t = tail_weight[None] * pos_other  # (B, C)
-    t_blend, has_tail = _categorical(w_t, u_tail)
-    w_j = companion_weight[t_blend[:, 0]] * ~pos  # (B, C)
-    j_blend, ok_j = _categorical(w_j, u_comp)
-    mode_blend = ~normal & gate & has_tail & ok_j
+    active0 = mode_paste | mode_blend  # (B, 1)
+    cls0 = torch.where(mode_paste, t, j)  # (B, 1)
+    pid0 = _draw_patch(cls0, u[:, 3:4], class_start, count_f, count_max, n_patches)  # (B, 1)
+    box0 = _place(pid0, u[:, None, 4:6], patch_boxes, canvas, jitter)  # (B, 1, 4)
 
-    active0 = mode_paste | mode_blend
-    cls0 = torch.where(mode_paste, t_paste, j_blend[:, 0])  # (B,)
-    pid0 = _draw_patch(cls0, u_pid0, class_start, class_count, n_patches)
-    box0 = _place(pid0, u_jit0, patch_boxes, canvas, jitter)  # (B, 4)
-
-    boxes = [box0]
+    placed = [torch.where(active0[..., None], box0, 0)]  # (B, 1, 4) per slot; all zero where inactive
     pids = [pid0]
     classes = [cls0]
     actives = [active0]
-    used = _one_hot(cls0, C) & active0[:, None]  # (B, C)
-    w_row = companion_weight[t_paste]  # (B, C)
+    used = (cls0 == arange_c) & active0  # (B, C) classes placed so far
     for k in range(1, K):  # static loop over slots (K <= max_patches), vectorised over batch and candidates
         us = u_slots[:, k - 1]  # (B, R, 4)
-        cls_k, ok_k = _categorical(w_row * ~used, us[..., 0].contiguous())  # (B, R), (B,)
-        pid_k = _draw_patch(cls_k, us[..., 1], class_start, class_count, n_patches)  # (B, R)
+        cls_k, ok_k = _categorical(w_row.masked_fill(used, 0.0), us[..., 0], arange_c)  # (B, R), (B, 1)
+        pid_k = _draw_patch(cls_k, us[..., 1], class_start, count_f, count_max, n_patches)  # (B, R)
         box_k = _place(pid_k, us[..., 2:], patch_boxes, canvas, jitter)  # (B, R, 4)
-        fits = ~_overlaps(box_k, torch.stack(boxes, 1), torch.stack(actives, 1))  # (B, R)
-        first = torch.argmax(fits.to(torch.uint8), 1, keepdim=True)  # (B, 1), first fitting candidate
-        accept = mode_paste & ok_k & fits.any(1)
-        cls_sel = torch.gather(cls_k, 1, first)[:, 0]
-        boxes.append(torch.gather(box_k, 1, first[..., None].expand(B, 1, 4))[:, 0])
-        pids.append(torch.gather(pid_k, 1, first)[:, 0])
+        hit = _overlaps(box_k, torch.cat(placed, 1))  # (B, R)
+        fits = ~hit
+        first = torch.argmax(fits.to(torch.uint8), 1, keepdim=True)  # (B, 1), the first candidate that fits
+        accept = mode_paste & ok_k & fits.any(1, keepdim=True)  # (B, 1)
+        cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
+        box_sel = torch.gather(box_k, 1, first[..., None].expand(B, 1, 4))  # (B, 1, 4)
+        placed.append(torch.where(accept[..., None], box_sel, 0))
+        pids.append(torch.gather(pid_k, 1, first))
         classes.append(cls_sel)
         actives.append(accept)
-        used = used | (_one_hot(cls_sel, C) & accept[:, None])
+        used |= (cls_sel == arange_c) & accept
 
-    active = torch.stack(actives, 1)  # (B, K)
-    mode = torch.where(mode_paste, MODE_PASTE, torch.where(mode_blend, MODE_BLEND, MODE_NONE)).long()
-    alpha_k = torch.where(mode_blend[:, None], alpha, 1.0).float().expand(B, K)
-    params = DadamParams(
-        boxes=torch.where(active[..., None], torch.stack(boxes, 1), 0),
-        patch_ids=torch.where(active, torch.stack(pids, 1), 0),
-        classes=torch.where(active, torch.stack(classes, 1), -1),
+    active = torch.cat(actives, 1)  # (B, K)
+    mode = torch.where(mode_paste, MODE_PASTE, torch.where(mode_blend, MODE_BLEND, MODE_NONE)).long()  # (B, 1)
+    alpha_k = torch.where(mode_blend, alpha, 1.0).float()  # (B, 1)
+    alpha_out = torch.where(active, alpha_k, 0.0)  # (B, K)
+    # New labels (as apply_labels computes them): a paste row gets exactly the placed classes (``used``), a blend row
+    # its labels with the slot-0 class (its only ``used`` class) set to 1 or alpha, any other row is unchanged.
+    used_f = used.to(labels.dtype)
+    value = alpha_out[:, :1].to(labels.dtype) if soft_label else used_f
+    return DadamParams(
+        boxes=torch.cat(placed, 1),
+        patch_ids=torch.where(active, torch.cat(pids, 1), 0),
+        classes=torch.where(active, torch.cat(classes, 1), -1),
         active=active,
-        alpha=torch.where(active, alpha_k, 0.0),
-        mode=mode,
-        changed=mode != MODE_NONE,
-        labels=labels,
+        alpha=alpha_out,
+        mode=mode.view(B),
+        changed=active0.view(B),
+        labels=torch.where(mode_paste, used_f, torch.where(used, value, labels)),
     )
-    params.labels = apply_labels(labels, params, soft_label=soft_label)
-    return params
