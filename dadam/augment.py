@@ -11,7 +11,7 @@ from torch import nn
 from dadam.bank import PatchBank
 from dadam.labels import NO_FINDING
 from dadam.ops import SUPPORTED_DTYPES, paste_patches
-from dadam.sampling import DadamParams, apply_labels, sample, sampling_weights
+from dadam.sampling import DadamParams, _draw, _tables, apply_labels, sampling_weights
 from dadam.stats import LabelStats, tail_classes
 
 __all__ = ["DiseasedAreaAugment"]
@@ -158,6 +158,8 @@ class DiseasedAreaAugment(nn.Module):
             ("companion_weight", companion_weight),
         ):
             self.register_buffer(name, t.detach().clone(), persistent=False)
+        self._tables_key: tuple | None = None  # the sampler's constants, see _sampler_tables
+        self._tables_cache = None
 
     def extra_repr(self) -> str:
         return (
@@ -184,8 +186,25 @@ class DiseasedAreaAugment(nn.Module):
                 f"labels are on {labels.device}, the module on {self.tail_weight.device}: call aug.to(device)"
             )
 
+    def _sampler_tables(self, device: torch.device):
+        """The sampler's constants on ``device``, built once and rebuilt when a source buffer moves or changes."""
+        sources = (self.tail_weight, self.companion_weight, self.patch_boxes, self.class_start, self.class_count)
+        key = (device, *((t.data_ptr(), t._version, t.dtype, t.device) for t in sources))
+        if self._tables_key != key:
+            self._tables_cache = _tables(
+                *sources,
+                max_patches=self.max_patches,
+                candidates=self.candidates,
+                no_finding=self._no_finding,
+                device=device,
+            )
+            self._tables_key = key
+        return self._tables_cache
+
     def sample(self, labels: torch.Tensor) -> DadamParams:
         """Draw the params for a batch of labels alone (no pixels): for audits and offline export.
+
+        The same draws as :func:`dadam.sampling.sample` with the module's buffers and options.
 
         Args:
             labels: ``(B, 26)`` multi-hot labels on the module's device.
@@ -194,13 +213,9 @@ class DiseasedAreaAugment(nn.Module):
             the :class:`~dadam.sampling.DadamParams` (``params.labels`` are the new labels).
         """
         self._check_labels(labels)
-        return sample(
+        return _draw(
             labels,
-            tail_weight=self.tail_weight,
-            companion_weight=self.companion_weight,
-            patch_boxes=self.patch_boxes,
-            class_start=self.class_start,
-            class_count=self.class_count,
+            self._sampler_tables(labels.device),
             canvas=self.canvas,
             p=self.p,
             alpha=self.alpha,

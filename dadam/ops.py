@@ -12,6 +12,7 @@ Rounding to uint8 is defined once, in :func:`round_to_uint8` (half to even, clam
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["blend_values", "paste_patches", "round_to_uint8"]
@@ -187,6 +188,57 @@ def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, 
 
 def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
     """CPU-only path: one slice assignment per active patch, with host-side ints (free on the CPU).
+
+    Works on NumPy views of the output and the bank (about 1 us per slice instead of torch's ~5 us per op), with
+    the values of :func:`blend_values`: a paste copies the patch (``q / 255`` in float32 for float images, then
+    rounded once to the image dtype); a blend computes ``alpha * q + (1 - alpha) * x`` as the same separately rounded
+    float32 operations, then rounds half to even and clamps for uint8. bfloat16 images (NumPy has no bfloat16) and
+    images that require grad take :func:`_paste_loop_torch`.
+    """
+    if images.dtype == torch.bfloat16 or images.requires_grad or pixels.requires_grad:
+        return _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    B, C, H, W = images.shape
+    out = images.clone(memory_format=torch.preserve_format)
+    if out.numel() == 0 or active.numel() == 0:
+        return out
+    K = active.shape[1]
+    o = out.numpy()  # CPU-only path: (B, C, H, W) view of the output, torch's strides
+    pix = pixels.numpy()  # CPU-only path: (P,) uint8 view of the bank
+    on = active.reshape(-1).numpy()  # CPU-only path: (B*K,) bool
+    slots = np.flatnonzero(on)  # CPU-only path: active slots, in order
+    pid = patch_ids.reshape(-1).numpy()[slots]  # CPU-only path
+    xy = boxes.reshape(-1, 4).numpy()[slots, :2]  # CPU-only path: (n, 2) x0, y0
+    a32 = alpha.reshape(-1).to(torch.float32).numpy()[slots]  # CPU-only path: (n,) float32 weights
+    info = np.concatenate([slots[:, None], xy, offsets.numpy()[pid, None], sizes.numpy()[pid]], 1)  # CPU-only path
+    uint8 = images.dtype == torch.uint8
+    f255 = np.float32(255.0)
+    for (i, x0, y0, off, h, w), a in zip(info.tolist(), a32.tolist(), strict=True):  # CPU-only path: host ints
+        b = i // K
+        ys, ye, xs, xe = max(y0, 0), min(y0 + h, H), max(x0, 0), min(x0 + w, W)
+        if ye <= ys or xe <= xs:
+            continue
+        patch = pix[off : off + h * w].reshape(h, w)[ys - y0 : ye - y0, xs - x0 : xe - x0]  # (h', w') uint8 view
+        region = o[b, :, ys:ye, xs:xe]  # (C, h', w') view, broadcast over the channels
+        if a >= 1:
+            region[...] = patch if uint8 else patch.astype(np.float32) / f255  # exactly the patch
+            continue
+        a = np.float32(a)
+        q = patch.astype(np.float32)
+        if not uint8:
+            q /= f255
+        q *= a  # alpha * q
+        mixed = region.astype(np.float32)
+        mixed *= np.float32(1.0) - a  # (1 - alpha) * x, the float32 1 - alpha of blend_values
+        mixed += q  # (C, h', w')
+        if uint8:
+            np.rint(mixed, out=mixed)  # round_to_uint8: half to even, clamped
+            np.clip(mixed, 0, 255, out=mixed)
+        region[...] = mixed  # one rounding to the image dtype (exact for uint8)
+    return out
+
+
+def _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
+    """CPU-only path of :func:`_paste_loop` in torch ops (any dtype, autograd): one slice assignment per patch.
 
     Same values as :func:`blend_values`, with fewer ops: a paste (``alpha >= 1``) copies the patch (``q / 255`` for
     float images) without reading the background; a blend writes ``alpha * q + (1 - alpha) * x`` evaluated as the

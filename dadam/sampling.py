@@ -18,6 +18,7 @@ Per sample, with probability ``p`` (see :func:`sample` for the details):
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
@@ -124,48 +125,98 @@ def sampling_weights(
     return tail_weight, companion_weight
 
 
-def _categorical(weights: torch.Tensor, u: torch.Tensor, arange_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class _Tables(NamedTuple):
+    """The sampler's per-call constants, built once per module (or once per :func:`sample` call), on one device."""
+
+    tail_weight: torch.Tensor  # (C,) float32
+    companion_weight: torch.Tensor  # (C, C) float32
+    patch_boxes: torch.Tensor  # (N, 4) long
+    count_f: torch.Tensor  # (C,) float32 patches per class
+    count_max: torch.Tensor  # (C,) long, (count - 1).clamp_min(0)
+    start: torch.Tensor  # (C,) long, first patch of each class, clamped into [0, N)
+    not_nf: torch.Tensor  # (C,) bool, every class but "No Finding"
+    arange_c: torch.Tensor  # (C,) long
+    u_first: torch.Tensor  # (4 * M,) long, columns of u for slot 0 and the slot-1 candidates (M = 1 + R or 1)
+    first_col: torch.Tensor  # (M,) bool, column 0 (slot 0) of that block
+
+
+def _tables(
+    tail_weight: torch.Tensor,
+    companion_weight: torch.Tensor,
+    patch_boxes: torch.Tensor,
+    class_start: torch.Tensor,
+    class_count: torch.Tensor,
+    *,
+    max_patches: int,
+    candidates: int,
+    no_finding: int,
+    device: torch.device,
+) -> _Tables:
+    """The constants of :func:`_draw` on ``device`` (see :class:`_Tables`)."""
+    C = tail_weight.shape[0]
+    n_patches = patch_boxes.shape[0]
+    class_count = class_count.to(device)
+    not_nf = torch.ones(C, dtype=torch.bool, device=device)
+    not_nf[no_finding] = False
+    # u columns (see _draw): slot 0 uses 2 (companion j), 3 (patch), 4, 5 (jitter); candidate r of slot 1 uses
+    # 6 + 4 r + (0 class, 1 patch, 2, 3 jitter). Gathered as [classes (M), patches (M), jitters (M, 2)].
+    R = candidates if max_patches > 1 else 0
+    cls_cols = [2] + [6 + 4 * r for r in range(R)]
+    pid_cols = [3] + [7 + 4 * r for r in range(R)]
+    jit_cols = [4, 5] + [c for r in range(R) for c in (8 + 4 * r, 9 + 4 * r)]
+    return _Tables(
+        tail_weight=tail_weight.to(device=device, dtype=torch.float32),
+        # a class is never its own companion, nor is "No Finding" (sampling_weights gives both weight 0 already)
+        companion_weight=companion_weight.to(device=device, dtype=torch.float32, copy=True)
+        .fill_diagonal_(0.0)
+        .index_fill_(1, torch.tensor([no_finding], device=device), 0.0),
+        patch_boxes=patch_boxes.to(device),
+        count_f=class_count.to(torch.float32),  # u * count in float32, as with the long counts
+        count_max=(class_count - 1).clamp_min(0),
+        # a class without patches (only drawn for inactive slots) stays indexable
+        start=class_start[:C].to(device).clamp(0, max(n_patches - 1, 0)),
+        not_nf=not_nf,
+        arange_c=torch.arange(C, device=device),
+        u_first=torch.tensor(cls_cols + pid_cols + jit_cols, dtype=torch.long, device=device),
+        first_col=torch.arange(1 + R, device=device) == 0,
+    )
+
+
+def _categorical(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF draws without host sync.
 
-    weights ``(..., C)`` >= 0, u ``(..., R)`` in [0, 1), ``arange_c = arange(C)`` -> index ``(..., R)`` long (always a
-    class with positive weight when any; 0 when none) and ``ok (..., 1)`` bool (some weight is positive).
+    weights ``(B, C)`` >= 0, u ``(B, R)`` in [0, 1) -> index ``(B, R)`` long (always a class with positive weight
+    when any; 0 when none) and ``ok (B, 1)`` bool (some weight is positive).
     """
-    cdf = torch.cumsum(weights, -1)  # (..., C)
-    total = cdf[..., -1:]  # (..., 1)
-    v = u * total  # (..., R)
+    cdf = torch.cumsum(weights, -1)  # (B, C)
+    total = cdf.narrow(-1, cdf.shape[-1] - 1, 1)  # (B, 1)
+    v = u * total  # (B, R)
+    # u * total may round up to total: the classes from the last positive one on (cdf == total) never count as
+    # "below v", so such a draw lands on the last positive class (and on class 0 when every weight is 0).
+    cdf = cdf.masked_fill(cdf >= total, float("inf"))  # (B, C), still non-decreasing
     if cdf.device.type != "cpu" or torch.get_num_threads() == 1:
-        idx = torch.searchsorted(cdf, v, right=True)  # (..., R)
+        idx = torch.searchsorted(cdf, v, right=True)  # (B, R)
     else:
         # the same index as a count of cdf values <= v (cdf is non-decreasing): CPU searchsorted forks its threads
         # even for a few values, which stalls a small batch on a busy machine; elementwise ops and sums fork only
         # above torch's grain size
-        idx = (cdf[..., None, :] <= v[..., None]).sum(-1)  # (..., R)
-    # u * total may round up to total: fall back to the last class with positive weight.
-    last_pos = torch.argmax(torch.where(weights > 0, arange_c, -1), -1, keepdim=True)  # (..., 1)
-    return torch.minimum(idx, last_pos), total > 0
+        idx = (cdf[..., None, :] <= v[..., None]).sum(-1)  # (B, R)
+    return idx, total > 0
 
 
-def _draw_patch(
-    cls: torch.Tensor,
-    u: torch.Tensor,
-    class_start: torch.Tensor,
-    class_count: torch.Tensor,
-    count_max: torch.Tensor,
-    n_patches: int,
-) -> torch.Tensor:
-    """Uniform patch of class ``cls``: ``class_start[cls] + floor(u * class_count[cls])`` (any shape, long).
+def _draw_patch(cls: torch.Tensor, u: torch.Tensor, tables: _Tables) -> torch.Tensor:
+    """Uniform patch of class ``cls``: ``start[cls] + min(floor(u * count[cls]), count[cls] - 1)`` (any shape, long).
 
-    ``count_max = (class_count - 1).clamp_min(0)``. Clamped into ``[0, n_patches)`` so that a class without patches
-    (only drawn for inactive slots) stays indexable.
+    A class without patches (only drawn for inactive slots) gives its clamped start, a valid patch index.
     """
-    draw = torch.minimum((u * class_count.take(cls)).long(), count_max.take(cls))  # class_count as float32
-    return draw.add_(class_start.take(cls)).clamp_(0, n_patches - 1)
+    draw = torch.minimum((u * tables.count_f.take(cls)).long(), tables.count_max.take(cls))
+    return draw.add_(tables.start.take(cls))
 
 
-def _place(pid: torch.Tensor, u: torch.Tensor, patch_boxes: torch.Tensor, canvas: int, jitter: float) -> torch.Tensor:
+def _place(pid: torch.Tensor, u: torch.Tensor | None, patch_boxes: torch.Tensor, canvas: int, jitter: float):
     """Aligned box of patch ``pid`` shifted by up to ``jitter * canvas`` pixels, kept inside the canvas.
 
-    pid ``(...)``, u ``(..., 2)`` in [0, 1) -> boxes ``(..., 4)`` long xyxy.
+    pid ``(...)``, u ``(..., 2)`` in [0, 1) (unused without jitter) -> boxes ``(..., 4)`` long xyxy.
     """
     box = patch_boxes[pid]  # (..., 4)
     if jitter <= 0:
@@ -260,7 +311,8 @@ def sample(
     Args:
         labels: ``(B, C)`` multi-hot labels (1 positive, 0 negative, NaN unknown).
         tail_weight: ``(C,)`` unnormalised tail-class weights (see :func:`sampling_weights`).
-        companion_weight: ``(C, C)`` unnormalised companion weights, row = tail class.
+        companion_weight: ``(C, C)`` unnormalised companion weights, row = tail class (its diagonal and the
+            "No Finding" column are ignored: a class is never its own companion, "No Finding" never a companion).
         patch_boxes: ``(N, 4)`` long, the bank's canvas boxes (``bank.boxes``).
         class_start: ``(C + 1,)`` long, first bank patch of each class; class_count: ``(C,)`` long.
         canvas: side of the square canvas.
@@ -293,77 +345,129 @@ def sample(
         raise ValueError(f"jitter must be in [0, 1], got {jitter}")
     if labels.ndim != 2 or labels.shape[1] != tail_weight.shape[0]:
         raise ValueError(f"labels must have shape (B, {tail_weight.shape[0]}), got {tuple(labels.shape)}")
+    if patch_boxes.shape[0] == 0:
+        raise ValueError("the patch bank is empty")
+    tables = _tables(
+        tail_weight,
+        companion_weight,
+        patch_boxes,
+        class_start,
+        class_count,
+        max_patches=max_patches,
+        candidates=candidates,
+        no_finding=no_finding,
+        device=labels.device,
+    )
+    return _draw(
+        labels,
+        tables,
+        canvas=canvas,
+        p=p,
+        alpha=alpha,
+        max_patches=max_patches,
+        jitter=jitter,
+        candidates=candidates,
+        soft_label=soft_label,
+        no_finding=no_finding,
+        generator=generator,
+    )
+
+
+def _first_fit(
+    cls: torch.Tensor, pid: torch.Tensor, box: torch.Tensor, placed: torch.Tensor, ok: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first of R candidates that overlaps no placed box.
+
+    cls, pid ``(B, R)``, box ``(B, R, 4)``, placed ``(B, k, 4)``, ok ``(B, 1)`` (the slot may be filled) ->
+    accept ``(B, 1)`` bool, class ``(B, 1)``, patch ``(B, 1)`` and box ``(B, 1, 4)`` (all zero where not accepted).
+    """
+    fits = ~_overlaps(box, placed)  # (B, R)
+    first = torch.argmax(fits.to(torch.uint8), 1, keepdim=True)  # (B, 1), the first candidate that fits
+    accept = ok & fits.any(1, keepdim=True)  # (B, 1)
+    box_sel = torch.gather(box, 1, first[..., None].expand(-1, 1, 4)) * accept[..., None]  # (B, 1, 4)
+    return accept, torch.gather(cls, 1, first), torch.gather(pid, 1, first), box_sel
+
+
+def _draw(
+    labels: torch.Tensor,
+    tables: _Tables,
+    *,
+    canvas: int,
+    p: float,
+    alpha: float,
+    max_patches: int,
+    jitter: float,
+    candidates: int,
+    soft_label: bool,
+    no_finding: int,
+    generator: torch.Generator | None,
+) -> DadamParams:
+    """:func:`sample` with its constants given (options already checked)."""
     device = labels.device
     B, C = labels.shape
     K, R = max_patches, candidates
-    n_patches = patch_boxes.shape[0]
-    if n_patches == 0:
-        raise ValueError("the patch bank is empty")
 
     # All random numbers at once: gate, tail pick, companion pick (blend), slot-0 patch and jitter, then per further
     # slot R class picks, R patch picks and R jitters (2 each).
     n_u = 1 + 1 + 1 + 1 + 2 + (K - 1) * R * 4
     u = torch.rand(B, n_u, generator=generator, device=device)
-    u_slots = u[:, 6:].reshape(B, max(K - 1, 0), R, 4)
 
-    tail_weight = tail_weight.to(device=device, dtype=torch.float32)
-    companion_weight = companion_weight.to(device=device, dtype=torch.float32)
-    count_max = (class_count - 1).clamp_min(0)  # (C,)
-    count_f = class_count.to(torch.float32)  # (C,) u * count in float32, as with the long counts
     pos = labels > 0.5  # (B, C), NaN -> False
-    pos_other = pos.clone()
-    pos_other[:, no_finding] = False
-    normal = (pos[:, no_finding] & ~pos_other.any(1))[:, None]  # (B, 1)
+    pos_other = pos & tables.not_nf  # (B, C)
+    normal = pos[:, no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
     gate = u[:, :1] < p  # (B, 1)
-    arange_c = torch.arange(C, device=device)  # (C,)
 
     # Tail class t: for a normal image from tail_weight (a paste), else among the image's own tail classes (a blend).
     # Both draws use the same u, so one draw over the row's weights serves both.
-    t, ok_t = _categorical(tail_weight * (pos_other | normal), u[:, 1:2], arange_c)  # (B, 1), (B, 1)
-    w_row = companion_weight.index_select(0, t.view(B))  # (B, C) companion weights of t
-    # Blend: a companion j the image lacks.
-    j, ok_j = _categorical(w_row.masked_fill(pos, 0.0), u[:, 2:3], arange_c)  # (B, 1), (B, 1)
-    mode_paste = normal & gate & ok_t  # (B, 1)
-    mode_blend = ~normal & gate & ok_t & ok_j  # (B, 1)
+    t, ok_t = _categorical(tables.tail_weight * (pos_other | normal), u[:, 1:2])  # (B, 1), (B, 1)
+    w_row = tables.companion_weight.index_select(0, t.view(B))  # (B, C) companion weights of t
+    # One draw serves the blend's companion j (column 0: a class the image lacks) and the slot-1 candidates of a
+    # paste (columns 1..R: a class not placed yet, i.e. not t). For a normal image the two weight rows are the same
+    # (w_row is 0 at t and at "No Finding", the only positive class); for any other image the candidates are unused.
+    M = tables.first_col.shape[0]  # 1 + R, or 1 without a slot 1
+    u_first = u.index_select(1, tables.u_first)  # (B, 4 M): class, patch, jitter (2) u of each column
+    jc, ok_j = _categorical(w_row.masked_fill(pos, 0.0), u_first[:, :M])  # (B, M), (B, 1)
+    active0 = gate & ok_t & (normal | ok_j)  # (B, 1)
+    mode_paste = active0 & normal  # (B, 1)
+    mode_blend = active0 & ~normal  # (B, 1)
 
-    active0 = mode_paste | mode_blend  # (B, 1)
-    cls0 = torch.where(mode_paste, t, j)  # (B, 1)
-    pid0 = _draw_patch(cls0, u[:, 3:4], class_start, count_f, count_max, n_patches)  # (B, 1)
-    box0 = _place(pid0, u[:, None, 4:6], patch_boxes, canvas, jitter)  # (B, 1, 4)
+    cls = torch.where(tables.first_col & mode_paste, t, jc)  # (B, M) slot 0: t for a paste, j for a blend
+    pid = _draw_patch(cls, u_first[:, M : 2 * M], tables)  # (B, M)
+    box = _place(pid, u_first[:, 2 * M :].view(B, M, 2), tables.patch_boxes, canvas, jitter)  # (B, M, 4)
 
-    placed = [torch.where(active0[..., None], box0, 0)]  # (B, 1, 4) per slot; all zero where inactive
-    pids = [pid0]
-    classes = [cls0]
-    actives = [active0]
-    used = (cls0 == arange_c) & active0  # (B, C) classes placed so far
-    for k in range(1, K):  # static loop over slots (K <= max_patches), vectorised over batch and candidates
-        us = u_slots[:, k - 1]  # (B, R, 4)
-        cls_k, ok_k = _categorical(w_row.masked_fill(used, 0.0), us[..., 0], arange_c)  # (B, R), (B, 1)
-        pid_k = _draw_patch(cls_k, us[..., 1], class_start, count_f, count_max, n_patches)  # (B, R)
-        box_k = _place(pid_k, us[..., 2:], patch_boxes, canvas, jitter)  # (B, R, 4)
-        hit = _overlaps(box_k, torch.cat(placed, 1))  # (B, R)
-        fits = ~hit
-        first = torch.argmax(fits.to(torch.uint8), 1, keepdim=True)  # (B, 1), the first candidate that fits
-        accept = mode_paste & ok_k & fits.any(1, keepdim=True)  # (B, 1)
-        cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
-        box_sel = torch.gather(box_k, 1, first[..., None].expand(B, 1, 4))  # (B, 1, 4)
-        placed.append(torch.where(accept[..., None], box_sel, 0))
-        pids.append(torch.gather(pid_k, 1, first))
+    placed = box[:, :1] * active0[..., None]  # (B, 1, 4) placed boxes; all zero where inactive
+    pids, classes, actives = [pid[:, :1]], [cls[:, :1]], [active0]
+    used = (cls[:, :1] == tables.arange_c) & active0  # (B, C) classes placed so far
+    if K > 1:  # slot 1: its candidates were drawn above (weights: w_row without t, exactly w_row)
+        accept, cls_sel, pid_sel, box_sel = _first_fit(cls[:, 1:], pid[:, 1:], box[:, 1:], placed, mode_paste & ok_j)
+        placed = torch.cat([placed, box_sel], 1)
+        pids.append(pid_sel)
         classes.append(cls_sel)
         actives.append(accept)
-        used |= (cls_sel == arange_c) & accept
+        used |= (cls_sel == tables.arange_c) & accept
+    u_slots = u[:, 6:].view(B, max(K - 1, 0), R, 4)
+    for k in range(2, K):  # static loop over slots (K <= max_patches), vectorised over batch and candidates
+        us = u_slots[:, k - 1]  # (B, R, 4)
+        cls_k, ok_k = _categorical(w_row.masked_fill(used, 0.0), us[..., 0])  # (B, R), (B, 1)
+        pid_k = _draw_patch(cls_k, us[..., 1], tables)  # (B, R)
+        box_k = _place(pid_k, us[..., 2:], tables.patch_boxes, canvas, jitter)  # (B, R, 4)
+        accept, cls_sel, pid_sel, box_sel = _first_fit(cls_k, pid_k, box_k, placed, mode_paste & ok_k)
+        placed = torch.cat([placed, box_sel], 1)
+        pids.append(pid_sel)
+        classes.append(cls_sel)
+        actives.append(accept)
+        used |= (cls_sel == tables.arange_c) & accept
 
-    active = torch.cat(actives, 1)  # (B, K)
-    mode = torch.where(mode_paste, MODE_PASTE, torch.where(mode_blend, MODE_BLEND, MODE_NONE)).long()  # (B, 1)
-    alpha_k = torch.where(mode_blend, alpha, 1.0).float()  # (B, 1)
-    alpha_out = torch.where(active, alpha_k, 0.0)  # (B, K)
+    active = torch.cat(actives, 1) if K > 1 else active0  # (B, K)
+    mode = mode_paste.long() + 2 * mode_blend.long()  # (B, 1): MODE_NONE, MODE_PASTE or MODE_BLEND
+    alpha_out = active * torch.where(mode_blend, alpha, 1.0)  # (B, K) float32
     # New labels (as apply_labels computes them): a paste row gets exactly the placed classes (``used``), a blend row
     # its labels with the slot-0 class (its only ``used`` class) set to 1 or alpha, any other row is unchanged.
     used_f = used.to(labels.dtype)
     value = alpha_out[:, :1].to(labels.dtype) if soft_label else used_f
     return DadamParams(
-        boxes=torch.cat(placed, 1),
-        patch_ids=torch.where(active, torch.cat(pids, 1), 0),
+        boxes=placed,
+        patch_ids=torch.cat(pids, 1) * active,
         classes=torch.where(active, torch.cat(classes, 1), -1),
         active=active,
         alpha=alpha_out,
