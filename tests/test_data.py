@@ -23,8 +23,8 @@ from dadam.labels import CXR_LT_CLASSES
 
 def _pil_gray_resized(path, size):
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("L"))
-    return arr, np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+        arr = np.array(im.convert("L"))  # writable: torch.from_numpy warns on read-only arrays
+    return arr, np.array(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
 
 
 def _table(paths, n_classes=26, seed=0):
