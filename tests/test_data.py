@@ -63,7 +63,7 @@ def test_decode_jpeg_and_dicom(tmp_path, shared_data):
     arr = (rng.random((40, 56)) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "a.jpg", quality=95)
     with Image.open(tmp_path / "a.jpg") as im:
-        ref = np.asarray(im.convert("L"))
+        ref = np.array(im.convert("L"))
     x = decode_image(tmp_path / "a.jpg")
     assert x.shape == (1, 40, 56)
     assert (x[0].int() - torch.from_numpy(ref).int()).abs().max() <= 2  # libjpeg-turbo IDCT vs PIL's
