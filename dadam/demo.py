@@ -44,7 +44,7 @@ def run_demo(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     gpu = dev.type == "cuda"
-    canvas = canvas or (448 if gpu else 128)
+    canvas = canvas or (448 if gpu else 192)
     backbone = backbone or ("tresnet_l" if gpu else "resnet10t")
     batch_size = batch_size or (32 if gpu else 16)
 
@@ -78,7 +78,7 @@ def run_demo(
         backbone=backbone,
         batch_size=batch_size,
         num_workers=2,
-        epochs=1,
+        epochs=2,  # max_steps ends it first
         max_steps=steps,
         lr=1e-3,
         warmup_steps=2,
@@ -100,6 +100,10 @@ def run_demo(
         f"including evaluation; mean AP {res.metrics.get('AP', float('nan')):.3f}, "
         f"mean AUC {res.metrics.get('AUC', float('nan')):.3f} (a few steps on phantom data: expect little)"
     )
+
+    reports = sorted((out / "run" / "eval").glob("*_report.md"))
+    if reports:
+        print(f"[demo] per-class AP/AUC/F1 report: {reports[-1]} (CSV beside it); log: {out / 'run' / 'train_log.csv'}")
 
     # 4. A grid of augmented training images with the placed boxes drawn.
     table = read_cxr_lt(cxr / "train.csv")
@@ -124,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dadam.demo", description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--canvas", type=int, default=None, help="training canvas (default: 448 on GPU, 128 on CPU)")
+    parser.add_argument("--canvas", type=int, default=None, help="training canvas (default: 448 on GPU, 192 on CPU)")
     parser.add_argument("--backbone", default=None, help="timm name (default: tresnet_l on GPU, resnet10t on CPU)")
     parser.add_argument("--steps", type=int, default=12, help="FPSM training steps (default: 12)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 on GPU, 16 on CPU")
