@@ -121,7 +121,12 @@ def run_demo(
     n_changed = int(params.changed.sum())
     n_patches = int(params.active.sum())
     print(f"[demo] grid of {len(rows)} augmented images ({n_changed} changed, {n_patches} patches) -> {grid}")
-    return {"images_per_s": img_s, "AP": res.metrics.get("AP", float("nan")), "patches": n_patches}
+    return {
+        "images_per_s": img_s,
+        "AP": res.metrics.get("AP", float("nan")),
+        "patches": n_patches,
+        "grid_images": len(rows),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
