@@ -41,8 +41,9 @@ class DiseasedAreaAugment(nn.Module):
         alpha: blend weight of the patch for tail-class images, in ``(0, 1]``.
         max_patches: most patches pasted on one normal image (``>= 1``).
         tail: tail classes (names or indices); default: the covered classes with frequency at or below the
-            ``tail_quantile`` of the covered classes' frequencies (:func:`dadam.stats.tail_classes`). Classes the
-            bank does not cover are dropped; "No Finding" is never a tail class.
+            ``tail_quantile`` of the covered classes' frequencies (:func:`dadam.stats.tail_classes`). A given class the
+            bank does not cover is never pasted, but an image showing it still gets a blended companion; "No
+            Finding" is never a tail class. ``tail_names`` / ``tail_mask``: the tail classes that can be pasted.
         gamma: tail classes are drawn proportional to ``freq ** -gamma`` (``>= 0``).
         beta: companions are drawn proportional to ``corr ** beta`` over positively correlated classes (``>= 0``).
         jitter: maximal random shift from the aligned position, fraction of the canvas, in ``[0, 1]``.
@@ -92,7 +93,7 @@ class DiseasedAreaAugment(nn.Module):
             raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
         if not 0.0 <= jitter <= 1.0:
             raise ValueError(f"jitter must be in [0, 1], got {jitter}")
-        if gamma < 0 or beta < 0:
+        if not (gamma >= 0 and beta >= 0):  # NaN fails too
             raise ValueError(f"gamma and beta must be >= 0, got gamma={gamma}, beta={beta}")
         if not isinstance(generator, (torch.Generator, int, type(None))) or isinstance(generator, bool):
             raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
@@ -105,10 +106,12 @@ class DiseasedAreaAugment(nn.Module):
         covered = bank.covered.to("cpu", copy=True)
         covered[names.index(NO_FINDING)] = False
         freq = stats.freq.detach().to("cpu", torch.float32)
+        if isinstance(tail, str):  # one class name, not its letters
+            tail = [tail]
         if tail is None:
             tail_mask = tail_classes(freq, covered, quantile=tail_quantile, class_names=names)
         else:
-            tail_mask = torch.zeros(num_classes, dtype=torch.bool)
+            given_mask = torch.zeros(num_classes, dtype=torch.bool)
             for t in tail:
                 if isinstance(t, str):
                     if t not in names:
@@ -116,9 +119,12 @@ class DiseasedAreaAugment(nn.Module):
                     t = names.index(t)
                 if not 0 <= int(t) < num_classes:
                     raise ValueError(f"tail class index {t} is outside [0, {num_classes})")
-                tail_mask[int(t)] = True
-            tail_mask &= covered
+                given_mask[int(t)] = True
+            given_mask[names.index(NO_FINDING)] = False
+            tail_mask = given_mask & covered
         tail_mask[names.index(NO_FINDING)] = False
+        # Blends are triggered by every tail class, also one the bank has no patch of (only its companion is pasted).
+        blend_mask = tail_mask if tail is None else given_mask
         if not bool(tail_mask.any()):
             given = f"default (quantile {tail_quantile})" if tail is None else list(tail)
             raise ValueError(
@@ -136,6 +142,16 @@ class DiseasedAreaAugment(nn.Module):
             min_freq=min_freq,
             no_finding=names.index(NO_FINDING),
         )
+        blend_tail_weight = sampling_weights(
+            freq,
+            stats.corr.detach().to("cpu", torch.float32),
+            blend_mask,
+            torch.ones_like(covered),
+            gamma=gamma,
+            beta=beta,
+            min_freq=min_freq,
+            no_finding=names.index(NO_FINDING),
+        )[0]
         self.p, self.alpha, self.max_patches = float(p), float(alpha), int(max_patches)
         self.gamma, self.beta, self.jitter = float(gamma), float(beta), float(jitter)
         self.soft_label, self.candidates = bool(soft_label), int(candidates)
@@ -155,6 +171,7 @@ class DiseasedAreaAugment(nn.Module):
             ("class_count", bank.class_count),
             ("tail_mask", tail_mask),
             ("tail_weight", tail_weight),
+            ("blend_tail_weight", blend_tail_weight),
             ("companion_weight", companion_weight),
         ):
             self.register_buffer(name, t.detach().clone(), persistent=False)
@@ -189,10 +206,11 @@ class DiseasedAreaAugment(nn.Module):
     def _sampler_tables(self, device: torch.device):
         """The sampler's constants on ``device``, built once and rebuilt when a source buffer moves or changes."""
         sources = (self.tail_weight, self.companion_weight, self.patch_boxes, self.class_start, self.class_count)
-        key = (device, *((t.data_ptr(), t._version, t.dtype, t.device) for t in sources))
+        key = (device, *((t.data_ptr(), t._version, t.dtype, t.device) for t in (*sources, self.blend_tail_weight)))
         if self._tables_key != key:
             self._tables_cache = _tables(
                 *sources,
+                blend_tail_weight=self.blend_tail_weight,
                 max_patches=self.max_patches,
                 candidates=self.candidates,
                 no_finding=self._no_finding,
@@ -286,6 +304,8 @@ class DiseasedAreaAugment(nn.Module):
         else:
             if len(params) != B:
                 raise ValueError(f"params are for {len(params)} samples, the batch has {B}")
+            if params.mode.device != images.device:  # e.g. params recorded on the CPU, replayed on a GPU
+                params = params.to(images.device)
             params = dataclasses.replace(params, labels=apply_labels(labels, params, soft_label=self.soft_label))
         if B == 0:  # empty batch: returned as is
             return (images, labels, params) if return_params else (images, labels)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import os
 import pathlib
 import tempfile
@@ -175,10 +176,11 @@ class PatchBank:
         if n != len(classes):
             raise ValueError(f"need one class per patch: {n} patches, {len(classes)} classes")
         names = list(class_names)
+        classes = [c if isinstance(c, str) else operator.index(c) for c in classes]  # numpy / torch ints too
         for c in classes:
-            if not (c in names if not isinstance(c, int) else 0 <= c < len(names)):
+            if not (c in names if isinstance(c, str) else 0 <= c < len(names)):
                 raise ValueError(f"unknown class {c!r}; expected an index < {len(names)} or one of {names}")
-        cls_idx = torch.tensor([c if isinstance(c, int) else names.index(c) for c in classes], dtype=torch.long)
+        cls_idx = torch.tensor([names.index(c) if isinstance(c, str) else c for c in classes], dtype=torch.long)
         flat = []
         for i, (p, b) in enumerate(zip(patches, boxes_t, strict=True)):
             p = torch.as_tensor(p)
@@ -262,12 +264,12 @@ class PatchBank:
         if missing:
             raise ValueError(f"box table is missing columns {missing}; it has {list(boxes.columns)}")
         table = boxes.reset_index(drop=True)
+        if "source" not in table.columns:
+            table = table.assign(source="")
         if sources is not None:
             table = table[table["source"].isin(list(sources))]
         for lab in table["label"].unique():
             class_index(lab)  # raises ValueError naming an unknown class
-        if "source" not in table.columns:
-            table = table.assign(source="")
 
         def root_of(source: str) -> pathlib.Path:
             if isinstance(image_root, Mapping):
@@ -487,7 +489,27 @@ class PatchBank:
             sources=json.loads(meta["sources"]),
             class_names=json.loads(meta["class_names"]),
         )
+        bad = _layout_errors(bank)
+        if bad:  # a checksum proves the file is as written, not that its writer laid it out right
+            raise ValueError(f"{path}: inconsistent patch bank layout: {'; '.join(bad)}")
         return bank if torch.device(device).type == "cpu" else bank.to(device)
+
+
+def _layout_errors(bank: PatchBank) -> list[str]:
+    """What is wrong with a bank's layout (empty list: nothing): the ops index ``pixels`` without bounds checks."""
+    t = {k: v.cpu() for k, v in bank.tensors().items()}
+    h, w = t["sizes"].unbind(1)  # (N,), (N,)
+    box = t["boxes"]
+    checks = {
+        f"classes outside [0, {len(bank.class_names)})": (t["classes"] < 0) | (t["classes"] >= len(bank.class_names)),
+        "empty patch sizes": (h < 1) | (w < 1),
+        f"patches beyond the {t['pixels'].numel()} pixels": (t["offsets"] < 0)
+        | (t["offsets"] + h * w > t["pixels"].numel()),
+        "boxes that differ from the patch sizes": (box[:, 3] - box[:, 1] != h) | (box[:, 2] - box[:, 0] != w),
+        f"boxes outside the {bank.canvas}x{bank.canvas} canvas": (box[:, :2] < 0).any(1)
+        | (box[:, 2:] > bank.canvas).any(1),
+    }
+    return [f"{name} (patches {m.nonzero().flatten()[:5].tolist()})" for name, m in checks.items() if bool(m.any())]
 
 
 def _finite(v) -> bool:

@@ -181,7 +181,15 @@ def labels_tensor(table: pd.DataFrame, *, class_names: Sequence[str] = CXR_LT_CL
     missing = [c for c in class_names if c not in table.columns]
     if missing:
         raise ValueError(f"label table is missing class columns {missing}; it has {list(table.columns)}")
-    values = table[list(class_names)].apply(pd.to_numeric, errors="coerce")
+    raw = table[list(class_names)]
+    values = raw.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & raw.notna()  # a cell that is not a number: an error, not a silent "unknown"
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise ValueError(
+            f"label table row {row} (index {table.index[row]!r}), column {class_names[col]!r}: "
+            f"{raw.iat[row, col]!r} is not a number ({int(bad.to_numpy().sum())} such cells); use 1, 0 or empty"
+        )
     return torch.from_numpy(values.to_numpy(dtype=np.float32, na_value=np.nan).copy())
 
 
@@ -580,10 +588,13 @@ def export(
     for q in img_dir.glob(".*.tmp"):  # temporary files of a killed call
         q.unlink()
     done = [i for i in jobs if (img_dir / names[i]).is_file()]
-    todo = [i for i in jobs if i not in set(done)]
-    _atomic_write(csv_path, csv_text(done))  # drops a torn last row of a killed call
+    done_set = set(done)
+    todo = [i for i in jobs if i not in done_set]
+    # The manifest first: a kill before the CSV exists leaves a folder the next call resumes (a CSV without a
+    # manifest is refused as a foreign folder).
     manifest.update(total=len(jobs), done=len(done), complete=False)
     _atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _atomic_write(csv_path, csv_text(done))  # drops a torn last row of a killed call
 
     written = 0
     limit = len(todo) if stop_after is None else min(stop_after, len(todo))

@@ -111,7 +111,7 @@ def sampling_weights(
         >>> float(tw[0]), float(tw[14]), float(cw.sum())
         (10.0, 0.0, 0.0)
     """
-    if gamma < 0 or beta < 0:
+    if not (gamma >= 0 and beta >= 0):  # NaN fails too
         raise ValueError(f"gamma and beta must be >= 0, got gamma={gamma}, beta={beta}")
     freq = freq.float()
     corr = corr.float()
@@ -129,6 +129,7 @@ class _Tables(NamedTuple):
     """The sampler's per-call constants, built once per module (or once per :func:`sample` call), on one device."""
 
     tail_weight: torch.Tensor  # (C,) float32
+    blend_tail_weight: torch.Tensor  # (C,) float32
     companion_weight: torch.Tensor  # (C, C) float32
     patch_boxes: torch.Tensor  # (N, 4) long
     count_f: torch.Tensor  # (C,) float32 patches per class
@@ -147,6 +148,7 @@ def _tables(
     class_start: torch.Tensor,
     class_count: torch.Tensor,
     *,
+    blend_tail_weight: torch.Tensor | None = None,
     max_patches: int,
     candidates: int,
     no_finding: int,
@@ -166,6 +168,9 @@ def _tables(
     jit_cols = [4, 5] + [c for r in range(R) for c in (8 + 4 * r, 9 + 4 * r)]
     return _Tables(
         tail_weight=tail_weight.to(device=device, dtype=torch.float32),
+        blend_tail_weight=(tail_weight if blend_tail_weight is None else blend_tail_weight).to(
+            device=device, dtype=torch.float32
+        ),
         # a class is never its own companion, nor is "No Finding" (sampling_weights gives both weight 0 already)
         companion_weight=companion_weight.to(device=device, dtype=torch.float32, copy=True)
         .fill_diagonal_(0.0)
@@ -284,6 +289,7 @@ def sample(
     class_start: torch.Tensor,
     class_count: torch.Tensor,
     canvas: int,
+    blend_tail_weight: torch.Tensor | None = None,
     p: float = 0.5,
     alpha: float = 0.6,
     max_patches: int = 3,
@@ -303,19 +309,24 @@ def sample(
       For each further slot ``k < max_patches``, draw ``candidates`` (class, patch, position) triples with classes
       ``j ~ companion_weight[t]`` over classes not yet placed, and keep the first that overlaps no placed patch;
       if none fits or no class has weight, the slot stays inactive. Labels: exactly the placed classes.
-    - image with a tail class (``tail_weight > 0``) positive: draw one of its tail classes ``t ~ tail_weight``,
+    - image with a tail class (``blend_tail_weight > 0``) positive: draw one of its tail classes
+      ``t ~ blend_tail_weight``,
       then ``j ~ companion_weight[t]`` over the classes not positive, and blend a uniform patch of ``j`` at its
       aligned (jittered) box with weight ``alpha``. Labels: input plus ``j`` (1, or ``alpha`` if ``soft_label``).
     - anything else, or when the weights leave nothing to draw: unchanged.
 
     Args:
         labels: ``(B, C)`` multi-hot labels (1 positive, 0 negative, NaN unknown).
-        tail_weight: ``(C,)`` unnormalised tail-class weights (see :func:`sampling_weights`).
+        tail_weight: ``(C,)`` unnormalised tail-class weights of the pastes (see :func:`sampling_weights`): only
+            classes the bank covers.
         companion_weight: ``(C, C)`` unnormalised companion weights, row = tail class (its diagonal and the
             "No Finding" column are ignored: a class is never its own companion, "No Finding" never a companion).
         patch_boxes: ``(N, 4)`` long, the bank's canvas boxes (``bank.boxes``).
         class_start: ``(C + 1,)`` long, first bank patch of each class; class_count: ``(C,)`` long.
         canvas: side of the square canvas.
+        blend_tail_weight: ``(C,)`` weights of the tail classes that trigger a blend; a tail class the bank does
+            not cover has weight here (an image showing it gets a companion) but not in ``tail_weight``. Default:
+            ``tail_weight``.
         p: per-sample probability of augmenting an eligible sample, in ``[0, 1]``.
         alpha: blend weight of the patch in ``(0, 1]``.
         max_patches: slots per sample (``>= 1``); pastes use up to all of them, blends slot 0.
@@ -353,6 +364,7 @@ def sample(
         patch_boxes,
         class_start,
         class_count,
+        blend_tail_weight=blend_tail_weight,
         max_patches=max_patches,
         candidates=candidates,
         no_finding=no_finding,
@@ -417,9 +429,10 @@ def _draw(
     normal = pos[:, no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
     gate = u[:, :1] < p  # (B, 1)
 
-    # Tail class t: for a normal image from tail_weight (a paste), else among the image's own tail classes (a blend).
-    # Both draws use the same u, so one draw over the row's weights serves both.
-    t, ok_t = _categorical(tables.tail_weight * (pos_other | normal), u[:, 1:2])  # (B, 1), (B, 1)
+    # Tail class t: for a normal image from tail_weight (a paste: covered classes), else among the image's own tail
+    # classes, covered or not (a blend). Both draws use the same u, so one draw over the row's weights serves both.
+    w_tail = torch.where(normal, tables.tail_weight, tables.blend_tail_weight * pos_other)  # (B, C)
+    t, ok_t = _categorical(w_tail, u[:, 1:2])  # (B, 1), (B, 1)
     w_row = tables.companion_weight.index_select(0, t.view(B))  # (B, C) companion weights of t
     # One draw serves the blend's companion j (column 0: a class the image lacks) and the slot-1 candidates of a
     # paste (columns 1..R: a class not placed yet, i.e. not t). For a normal image the two weight rows are the same

@@ -35,14 +35,14 @@ def _aug(bank, stats, **kw):
 
 def _eligible(aug, labels):
     """Slow per-sample eligibility: 1 paste, 2 blend possible, 0 neither."""
-    tw, cw = aug.tail_weight, aug.companion_weight
+    bw, cw = aug.blend_tail_weight, aug.companion_weight
     out = []
     for y in labels:
         pos = y > 0.5
         if pos[NF] and int(pos.sum()) == 1:
             out.append(1)
             continue
-        tails = [t for t in range(26) if pos[t] and tw[t] > 0]
+        tails = [t for t in range(26) if pos[t] and bw[t] > 0]
         out.append(2 if any(cw[t, j] > 0 and not pos[j] for t in tails for j in range(26)) else 0)
     return torch.tensor(out)
 
@@ -325,3 +325,43 @@ def test_cuda_forward_has_no_host_sync(bank, stats, table):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == images.shape and new_labels.shape == labels.shape
+
+
+def test_uncovered_tail_class_triggers_blends_but_is_never_pasted(bank, stats):
+    # "Pleural Other" has no patch in the bank: an image showing it still gets a blended companion (the method),
+    # a normal image never gets it pasted.
+    po, fib = CXR_LT_CLASSES.index("Pleural Other"), CXR_LT_CLASSES.index("Fibrosis")
+    assert not bank.covered[po]
+    corr = stats.corr.clone()
+    corr[po, CXR_LT_CLASSES.index("Mass")] = corr[CXR_LT_CLASSES.index("Mass"), po] = 0.3
+    s2 = LabelStats(stats.freq, corr, stats.class_names, stats.num_samples)
+    aug = _aug(bank, s2, p=1.0, tail=["Pleural Other", "Fibrosis"])
+    assert aug.tail_names == ("Fibrosis",)
+    y = torch.zeros(300, 26)
+    y[:100, po] = 1.0
+    y[100:200, NF] = 1.0
+    y[200:, fib] = 1.0
+    params = aug.sample(y)
+    assert (params.mode[:100] == MODE_BLEND).all() and (params.mode[100:200] == MODE_PASTE).all()
+    assert (params.mode[200:] == MODE_BLEND).all()
+    assert params.labels[:100, CXR_LT_CLASSES.index("Mass")].eq(1).any()
+    assert not (params.classes[100:200] == po).any() and (params.classes[100:200, 0] == fib).all()
+    # the default tail set (covered classes only) leaves such an image alone
+    assert (_aug(bank, s2, p=1.0).sample(y[:100]).mode == MODE_NONE).all()
+
+
+def test_single_tail_name_and_nan_options(bank, stats):
+    assert _aug(bank, stats, tail="Fibrosis").tail_names == ("Fibrosis",)
+    with pytest.raises(ValueError, match="gamma and beta must be >= 0, got gamma=nan"):
+        DiseasedAreaAugment(bank, stats, gamma=float("nan"))
+    with pytest.raises(ValueError, match="beta=nan"):
+        DiseasedAreaAugment(bank, stats, beta=float("nan"))
+
+
+@pytest.mark.gpu
+def test_replay_cpu_params_on_cuda(bank, stats, table):
+    aug = _aug(bank, stats, p=0.9, generator=2)
+    images = make_images(16, 1, CANVAS, torch.uint8, seed=4)
+    out, lab, params = aug(images, table[:16].clone(), return_params=True)
+    out_cuda, lab_cuda = aug.cuda()(images.cuda(), table[:16].cuda(), params=params)  # params stay on the CPU
+    assert torch.equal(out_cuda.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)

@@ -180,3 +180,40 @@ def test_to_returns_a_new_bank(nih_bank):
 def test_bank_to_cuda(nih_bank):
     b = nih_bank.to("cuda")
     assert b.pixels.is_cuda and b.class_start.is_cuda and torch.equal(b.pixels.cpu(), nih_bank.pixels)
+
+
+def test_load_rejects_a_well_signed_but_inconsistent_layout(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from dadam.bank import _sha256
+
+    bank = make_bank({"Mass": 2, "Nodule": 1}, canvas=32, max_size=8)
+    path = tmp_path / "bank.safetensors"
+    bank.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors["offsets"] = tensors["offsets"] + 10_000  # past the end of pixels: the ops would read out of bounds
+    meta["sha256"] = _sha256(tensors, meta)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=r"bad\.safetensors: inconsistent patch bank layout: patches beyond the"):
+        PatchBank.load(tmp_path / "bad.safetensors")
+
+
+def test_from_patches_accepts_numpy_and_torch_class_indices():
+    p = torch.zeros(2, 2, dtype=torch.uint8)
+    boxes = [[0, 0, 2, 2], [4, 4, 6, 6]]
+    bank = PatchBank.from_patches([p, p], boxes, [np.int64(class_index("Mass")), torch.tensor(3)], canvas=8)
+    assert sorted(bank.classes.tolist()) == [3, class_index("Mass")]
+    with pytest.raises(ValueError, match="unknown class 26"):
+        PatchBank.from_patches([p], boxes[:1], [np.int64(26)], canvas=8)
+
+
+def test_sources_filter_without_source_column(nih_boxes, shared_data):
+    two = nih_boxes.iloc[:2].drop(columns="source")
+    bank = PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=[""], progress=False)
+    assert len(bank) == 2
+    assert (
+        len(PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=["nih"], progress=False))
+        == 0
+    )

@@ -63,7 +63,7 @@ def test_offline_equals_online(bank, train_labels, channels, dtype):
         if dtype == torch.uint8:
             np.testing.assert_array_equal(ref, got)
         else:
-            np.testing.assert_allclose(ref.astype(np.float32), got.astype(np.float32), atol=1e-3, rtol=0)
+            np.testing.assert_array_equal(ref, got)
         changed = (ref != _hwc(images[b])).any()
         assert bool(changed) == bool(params.active[b].any()) or dtype != torch.uint8
 
@@ -257,3 +257,47 @@ def test_export_cli_resizes_like_online_pipeline(tmp_path, bank, train_labels, c
     for i in range(6):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / df["path"][i])), online[i, 0].numpy())
     assert not math.isnan(df["Fibrosis"][0])
+
+
+def test_export_killed_before_the_first_manifest_resumes(tmp_path, bank, train_labels, monkeypatch):
+    import dadam.offline as offline
+
+    table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 4), CANVAS)
+    real = offline._atomic_write
+
+    def killed_at_manifest(path, data):
+        if pathlib.Path(path).name == "manifest.json":
+            raise KeyboardInterrupt  # the kill
+        real(path, data)
+
+    monkeypatch.setattr(offline, "_atomic_write", killed_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
+    monkeypatch.setattr(offline, "_atomic_write", real)
+    report = export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
+    assert report.complete and report.written == 4
+
+
+def test_export_resume_scales_linearly_with_done_images(tmp_path, bank, train_labels):
+    import time
+
+    table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 2), CANVAS)
+    kw = dict(n=40_000, p=0.0, stop_after=0, progress=False)
+    export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
+    for i in range(40_000):  # as if a killed run had written every image
+        (tmp_path / "out" / "images" / f"{i:07d}_src{i % 2:03d}.png").touch()
+    t0 = time.perf_counter()
+    report = export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
+    assert report.skipped == 40_000 and report.complete
+    assert time.perf_counter() - t0 < 15.0, "resume is quadratic in the images already written"
+
+
+def test_labels_tensor_rejects_non_numeric_cells():
+    from dadam.offline import labels_tensor
+
+    table = pd.DataFrame(np.zeros((3, 26)), columns=list(CXR_LT_CLASSES)).astype(object)
+    table.loc[1, "Mass"] = np.nan  # unknown: fine
+    assert math.isnan(float(labels_tensor(table)[1, CXR_LT_CLASSES.index("Mass")]))
+    table.loc[2, "Hernia"] = "yes"
+    with pytest.raises(ValueError, match=r"row 2 \(index 2\), column 'Hernia': 'yes' is not a number"):
+        labels_tensor(table)
