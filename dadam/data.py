@@ -70,7 +70,10 @@ def decode_image(path: str | os.PathLike, *, canvas: int | None = None) -> torch
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = tv_decode(read_file(str(path)), mode=ImageReadMode.GRAY)  # (1, H, W) uint8
         except RuntimeError:
-            # formats libjpeg/libpng reject (16-bit PNG, TIFF, ...) go through PIL via dadam.io.
+            img = None
+        if img is None or img.dtype != torch.uint8:
+            # formats libjpeg/libpng reject (TIFF, ...) and 16-bit PNG (torchvision decodes it to uint16) go through
+            # PIL via dadam.io, which scales 16 bit to 8 bit by the full range.
             from dadam.io import read_image
 
             img = read_image(path, dtype=torch.uint8)
@@ -297,6 +300,9 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        # Each new iterator draws its workers' base seed from this generator, not from the global RNG: otherwise a run
+        # resumed mid-epoch (one extra iterator) would shift the global RNG stream (dropout) against the original run.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

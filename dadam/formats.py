@@ -708,7 +708,7 @@ def read_chestx_det(
     Returns:
         The box table (module docstring), ``source="chestx_det"``, ``rater=""``, plus ``polygon`` (the outline as a
         list of ``[x, y]`` or None). Skip reason ``malformed_entry`` counts entries without ``file_name``/``syms``/
-        ``boxes`` or with as many syms as boxes, ``malformed_box`` boxes that are not 4 values.
+        ``boxes`` or with not as many syms as boxes, ``malformed_box`` boxes that are not 4 values.
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.

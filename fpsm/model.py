@@ -189,7 +189,10 @@ class FPSM(nn.Module):
             )
         if dataset_ids.shape != (batch,):
             raise ValueError(f"dataset_ids must have shape ({batch},), got {tuple(dataset_ids.shape)}")
-        if batch and (int(dataset_ids.min()) < 0 or int(dataset_ids.max()) >= self.num_datasets):
+        # The value check reads the ids back to the host: done for CPU ids only, so that a training step on the GPU
+        # never waits for it (out-of-range GPU ids trip one_hot's device-side assert instead).
+        on_cpu = dataset_ids.device.type == "cpu"
+        if on_cpu and batch and (int(dataset_ids.min()) < 0 or int(dataset_ids.max()) >= self.num_datasets):
             raise ValueError(
                 f"dataset_ids must be in [0, {self.num_datasets}) (num_datasets={self.num_datasets}), "
                 f"got values in [{int(dataset_ids.min())}, {int(dataset_ids.max())}]"
@@ -221,7 +224,9 @@ class FPSM(nn.Module):
     def forward(self, images: torch.Tensor, dataset_ids: torch.Tensor | None = None) -> FPSMOutput:
         """Args:
             images: ``(B, in_chans, H, W)`` float images, normalised as the backbone expects.
-            dataset_ids: ``(B,)`` int64 source-dataset index; required iff ``use_binary_enc``.
+            dataset_ids: ``(B,)`` int64 source-dataset index; required iff ``use_binary_enc``. Values outside
+                ``[0, num_datasets)`` raise ``ValueError`` for CPU tensors (checked without a host sync on the GPU:
+                a device-side assert there).
 
         Returns:
             :class:`FPSMOutput` with per-stage logits and the combined ``probs`` / ``logits``.

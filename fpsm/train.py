@@ -158,6 +158,11 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        if self.use_binary_enc and not 0 <= self.dataset_id < self.num_datasets:
+            raise ValueError(
+                f"dataset_id must be in [0, num_datasets={self.num_datasets}) when use_binary_enc=True, "
+                f"got {self.dataset_id}"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
@@ -648,6 +653,8 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
         core.load_state_dict(weights)
     optimizer = _optimizer(cfg, core)
     scheduler = _scheduler(cfg, optimizer, total_steps)
+    # From here on each rank draws its own random numbers (dropout masks differ between ranks, as in one big batch).
+    _seed_everything(cfg.seed + info.rank)
 
     # ---- DADAM on the device, one generator per rank
     aug, gen = None, None

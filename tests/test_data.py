@@ -154,6 +154,11 @@ def test_make_loader_batches_and_workers(nih_table, shared_data):
     assert len(rest) == 1 and torch.equal(rest[0][0], batches[1][0])
     ev = make_loader(ds, batch_size=5, train=False, num_workers=0)
     assert [b[0].shape[0] for b in ev] == [5, 5, 2]
+    # starting an epoch leaves the global RNG alone (a resumed run starts one more iterator than the original)
+    state = torch.get_rng_state()
+    iter(loader)
+    iter(ev)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_to_model_input():
@@ -170,3 +175,15 @@ def test_to_model_input():
     torch.testing.assert_close(one, u8.float() / 127.5 - 1)
     with pytest.raises(ValueError, match=r"images must be \(B, 1, H, W\), got shape \(2, 3, 8, 8\)"):
         to_model_input(x)
+
+
+def test_decode_16bit_png_scales_to_uint8(tmp_path):
+    """torchvision decodes 16-bit PNG to uint16; decode_image must still return uint8 scaled by the full range."""
+    arr = (np.arange(64 * 64, dtype=np.int64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    path = tmp_path / "gray16.png"
+    Image.fromarray(arr).save(path)
+    img = decode_image(path)
+    assert img.dtype == torch.uint8 and img.shape == (1, 64, 64)
+    ref = np.round(arr.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert (img[0].int() - torch.from_numpy(ref).int()).abs().max() <= 1
+    assert decode_image(path, canvas=32).shape == (1, 32, 32)

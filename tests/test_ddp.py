@@ -94,6 +94,8 @@ def test_two_process_gloo_training(tmp_path, shared_data):
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2  # rank 0 wrote one RNG state per rank
     # per-rank DADAM generators are seeded differently
     assert not torch.equal(ckpt["rng"][0]["dadam"], ckpt["rng"][1]["dadam"])
+    # and so are the global RNGs (dropout): identical masks on every rank would waste the regularisation
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     log = pd.read_csv(out / "train_log.csv")
     assert log["step"].tolist() == [1, 2, 3]  # one writer (rank 0)
     pred = pd.read_csv(out / "eval" / "step0000003_pred.csv")  # 32 / (2 x 4) = 4 steps/epoch: ends mid-epoch

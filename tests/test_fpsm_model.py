@@ -440,3 +440,18 @@ def test_cpu_equals_cuda_and_autocast():
             amp = model(images.cuda(), ids.cuda())
     assert amp.probs.dtype == torch.float32 and torch.isfinite(amp.logits).all()
     torch.testing.assert_close(amp.probs.cpu(), cpu.probs, rtol=0, atol=0.05)
+
+
+@pytest.mark.gpu
+def test_cuda_forward_with_dataset_ids_does_not_sync_host():
+    """A training forward on the GPU must not read dataset_ids back to the host (the id check is CPU-only)."""
+    model = small_model(use_binary_enc=True).cuda()
+    images, ids = torch.randn(2, 3, 64, 64, device="cuda"), torch.tensor([0, 1], device="cuda")
+    model(images, ids)  # warm-up: cuDNN autotuning and allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = model(images, ids)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert out.probs.shape == (2, 5)

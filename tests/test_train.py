@@ -68,6 +68,7 @@ def _cfg(d, out, **kw):
         dadam=True,
         bank=str(d / "bank.safetensors"),
         dadam_p=1.0,
+        drop_rate=0.5,  # dropout draws from the global RNG: resume must restore it exactly
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -166,6 +167,7 @@ def test_finetune_from_weights_and_errors(uninterrupted, tiny_data, tmp_path):
         ({"bank": None}, "dadam=True needs bank"),
         ({"resume": True, "init_from": "x.pt"}, "not both"),
         ({"amp": "fp8"}, "amp must be one of"),
+        ({"use_binary_enc": True, "dataset_id": 2}, r"dataset_id must be in \[0, num_datasets=2\) .* got 2"),
     ],
 )
 def test_config_errors(tiny_data, tmp_path, kw, msg):
