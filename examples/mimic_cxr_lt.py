@@ -34,6 +34,7 @@ from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes, read_vin
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.ensemble import average_predictions
 from fpsm.evaluate import EvalConfig, predict
+from fpsm.metrics import atomic_write_text
 from fpsm.train import TrainConfig, fit, write_report
 
 
@@ -200,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         CXR_LT_CLASSES,
         out / "ensemble" / "report",
     )
-    ens.to_csv(out / "ensemble" / "predictions.csv", index=False)
+    atomic_write_text(out / "ensemble" / "predictions.csv", ens.to_csv(index=False))
     summary.append({"model": "ensemble", **report.loc["mean"].to_dict()})
     table = pd.DataFrame(summary).set_index("model")
-    table.to_csv(out / "summary.csv")
+    atomic_write_text(out / "summary.csv", table.to_csv())
     print(table[["AP", "AUC", "F1"]].to_string(float_format=lambda v: f"{v:.4f}"))
-    (out / "summary.json").write_text(json.dumps({"seconds": time.perf_counter() - t0, "models": summary}, indent=2))
+    atomic_write_text(
+        out / "summary.json", json.dumps({"seconds": time.perf_counter() - t0, "models": summary}, indent=2)
+    )
     print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
     return 0
 
