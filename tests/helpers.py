@@ -210,3 +210,21 @@ def reference_paste(
                         val = torch.from_numpy(v.astype(np.float32)).to(images.dtype)
                     out[b, c, y, x0 + xs] = val
     return out
+
+
+def paste_with_bank(bank: PatchBank, images, boxes, patch_ids, active, alpha, *, path: str) -> torch.Tensor:
+    """``dadam.ops.paste_patches`` with a bank's buffers: the op under test in the ops and kernel tests."""
+    from dadam.ops import paste_patches
+
+    return paste_patches(
+        images,
+        bank.pixels,
+        bank.offsets,
+        bank.sizes,
+        boxes,
+        patch_ids,
+        active,
+        alpha,
+        max_size=bank.max_size,
+        path=path,
+    )

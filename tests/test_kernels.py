@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, reference_paste
+from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, paste_with_bank, reference_paste
 
 import dadam.ops
 from dadam import DiseasedAreaAugment, LabelStats
@@ -34,21 +34,6 @@ def params(bank):
     p = aug.sample(torch.cat([table[table[:, 14] > 0][:4], table[(table[:, 7] > 0) | (table[:, 9] > 0)][:4]]))
     assert bool(p.active.any()) and bool((p.alpha < 1)[p.active].any()) and bool((p.alpha == 1)[p.active].any())
     return p
-
-
-def _paste(bank, images, boxes, patch_ids, active, alpha, path):
-    return paste_patches(
-        images,
-        bank.pixels,
-        bank.offsets,
-        bank.sizes,
-        boxes,
-        patch_ids,
-        active,
-        alpha,
-        max_size=bank.max_size,
-        path=path,
-    )
 
 
 def _args(p):
@@ -92,7 +77,7 @@ def test_triton_check_op(bank, params, dtype, channels, channels_last):
     # inputs untouched, format kept, batched == per-sample, empty batch, equal to the slow numpy reference
     images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=1)
     ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
-    op = functools.partial(_paste, bank, path="triton")
+    op = functools.partial(paste_with_bank, bank, path="triton")
     check_op(op, images, _args(params), reference=lambda images, **kw: ref(images, **kw))
 
 
@@ -101,8 +86,8 @@ def test_triton_check_op(bank, params, dtype, channels, channels_last):
 def test_triton_equals_loop_exactly(bank, dtype, channels, channels_last):
     slots = _random_slots(bank, 6, 4, seed=channels + 10 * channels_last)
     images = make_images(6, channels, CANVAS, dtype, channels_last=channels_last, seed=3)
-    a = _paste(bank, images, **slots, path="loop")
-    b = _paste(bank, images, **slots, path="triton")
+    a = paste_with_bank(bank, images, **slots, path="loop")
+    b = paste_with_bank(bank, images, **slots, path="triton")
     assert not torch.equal(a, images), "nothing was pasted: the test would prove nothing"
     _assert_same(b, a)
 
@@ -112,7 +97,7 @@ def test_uint8_ties_round_half_to_even(bank):
     slots = _random_slots(bank, 1, 1, seed=7, alpha=(0.5,), spread=0)
     slots["active"][:] = True
     images = make_images(1, 1, CANVAS, torch.uint8, seed=8)
-    out = _paste(bank, images, **slots, path="triton")
+    out = paste_with_bank(bank, images, **slots, path="triton")
     b, k = 0, 0
     x0, y0 = (int(v) for v in slots["boxes"][b, k, :2])
     q = bank.patch(int(slots["patch_ids"][b, k])).int()
@@ -135,7 +120,7 @@ def test_absurd_boxes_do_not_wrap_into_the_image(bank):
     slots["boxes"][..., 1] = far.flip(0)
     images = make_images(2, 3, CANVAS, torch.float32, seed=10)
     for path in ("loop", "vectorised", "triton"):
-        out = _paste(bank, images, **slots, path=path)
+        out = paste_with_bank(bank, images, **slots, path=path)
         assert torch.equal(out, images), path
 
 
@@ -143,11 +128,11 @@ def test_inactive_slots_empty_batch_and_no_slots(bank, params):
     images = make_images(len(params), 3, CANVAS, torch.bfloat16, channels_last=True, seed=11)
     args = _args(params)
     args["active"] = torch.zeros_like(params.active)
-    out = _paste(bank, images, **args, path="triton")
+    out = paste_with_bank(bank, images, **args, path="triton")
     assert torch.equal(out, images) and out.data_ptr() != images.data_ptr()
-    empty = _paste(bank, images[:0], **{k: v[:0] for k, v in _args(params).items()}, path="triton")
+    empty = paste_with_bank(bank, images[:0], **{k: v[:0] for k, v in _args(params).items()}, path="triton")
     assert empty.shape == (0, 3, CANVAS, CANVAS) and empty.dtype == torch.bfloat16
-    no_slots = _paste(bank, images, **{k: v[:, :0] for k, v in _args(params).items()}, path="triton")
+    no_slots = paste_with_bank(bank, images, **{k: v[:, :0] for k, v in _args(params).items()}, path="triton")
     assert torch.equal(no_slots, images) and no_slots.data_ptr() != images.data_ptr()
 
 
@@ -158,8 +143,8 @@ def test_non_dense_images_and_nan_background(bank):
     for dtype in (torch.float32, torch.bfloat16):
         images = make_images(3, 3, CANVAS, dtype, seed=13).transpose(2, 3)
         images[:, :, ::7, ::5] = float("nan")
-        a = _paste(bank, images, **slots, path="loop")
-        b = _paste(bank, images, **slots, path="triton")
+        a = paste_with_bank(bank, images, **slots, path="loop")
+        b = paste_with_bank(bank, images, **slots, path="triton")
         assert b.stride() == a.stride()
         _assert_same(b, a)
         assert bool(b.isnan().any())
@@ -169,18 +154,18 @@ def test_vectorised_int64_indices_equal_int32(bank, monkeypatch):
     # the lean vectorised path indexes with int32 below 2**31 elements; force its int64 branch and compare
     slots = _random_slots(bank, 4, 3, seed=14)
     images = make_images(4, 3, CANVAS, torch.uint8, channels_last=True, seed=15)
-    small = _paste(bank, images, **slots, path="vectorised")
+    small = paste_with_bank(bank, images, **slots, path="vectorised")
     monkeypatch.setattr(dadam.ops, "_INT32_LIMIT", 0)
-    large = _paste(bank, images, **slots, path="vectorised")
+    large = paste_with_bank(bank, images, **slots, path="vectorised")
     _assert_same(large, small)
-    _assert_same(small, _paste(bank, images, **slots, path="loop"))
+    _assert_same(small, paste_with_bank(bank, images, **slots, path="loop"))
 
 
 def test_triton_errors(bank, params, monkeypatch):
     images = make_images(len(params), 1, CANVAS, torch.uint8)
     args = _args(params)
     with pytest.raises(ValueError, match="boxes is on meta but images are on cpu"):
-        _paste(bank, images, **{**args, "boxes": args["boxes"].to("meta")}, path="triton")
+        paste_with_bank(bank, images, **{**args, "boxes": args["boxes"].to("meta")}, path="triton")
     with pytest.raises(ValueError, match="images dtype must be one of"):
         kernels.paste_patches_triton(
             images.to(torch.float64), bank.pixels, bank.offsets, bank.sizes, *args.values(), max_size=bank.max_size
@@ -191,7 +176,7 @@ def test_triton_errors(bank, params, monkeypatch):
         )
     monkeypatch.setattr(kernels, "HAS_TRITON", False)
     with pytest.raises(RuntimeError, match="needs the 'triton' package"):
-        _paste(bank, images, **args, path="triton")
+        paste_with_bank(bank, images, **args, path="triton")
     assert (
         paste_patches(
             images, bank.pixels, bank.offsets, bank.sizes, *args.values(), max_size=bank.max_size, path="auto"
@@ -250,9 +235,9 @@ def test_triton_cuda_equals_loop(bank, dtype, channels, channels_last):
     gpu = bank.to("cuda")
     slots = _random_slots(bank, 16, 4, seed=20 + channels)
     images = make_images(16, channels, CANVAS, dtype, channels_last=channels_last, seed=21)
-    a = _paste(bank, images, **slots, path="loop")
-    b = _paste(gpu, images.cuda(), **{k: v.cuda() for k, v in slots.items()}, path="triton")
-    v = _paste(gpu, images.cuda(), **{k: v.cuda() for k, v in slots.items()}, path="vectorised")
+    a = paste_with_bank(bank, images, **slots, path="loop")
+    b = paste_with_bank(gpu, images.cuda(), **{k: v.cuda() for k, v in slots.items()}, path="triton")
+    v = paste_with_bank(gpu, images.cuda(), **{k: v.cuda() for k, v in slots.items()}, path="vectorised")
     _assert_same(b.cpu(), a)
     _assert_same(v.cpu(), a)
 
@@ -263,11 +248,11 @@ def test_triton_cuda_no_host_sync(bank, params, path):
     gpu = bank.to("cuda")
     p = params.to("cuda")
     images = make_images(len(params), 3, CANVAS, torch.float32).cuda()
-    _paste(gpu, images, **_args(p), path=path)  # compile outside the check
+    paste_with_bank(gpu, images, **_args(p), path=path)  # compile outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = _paste(gpu, images, **_args(p), path=path)
+        out = paste_with_bank(gpu, images, **_args(p), path=path)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    _assert_same(out.cpu(), _paste(bank, images.cpu(), **_args(params), path="loop"))
+    _assert_same(out.cpu(), paste_with_bank(bank, images.cpu(), **_args(params), path="loop"))

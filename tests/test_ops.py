@@ -2,7 +2,7 @@ import functools
 
 import pytest
 import torch
-from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, reference_paste
+from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, paste_with_bank, reference_paste
 
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.ops import blend_values, paste_patches, round_to_uint8
@@ -27,21 +27,7 @@ def params(bank):
 
 
 def _op(bank, path):
-    def op(images, boxes, patch_ids, active, alpha):
-        return paste_patches(
-            images,
-            bank.pixels,
-            bank.offsets,
-            bank.sizes,
-            boxes,
-            patch_ids,
-            active,
-            alpha,
-            max_size=bank.max_size,
-            path=path,
-        )
-
-    return op
+    return functools.partial(paste_with_bank, bank, path=path)
 
 
 def _batch_args(params):
