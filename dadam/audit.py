@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dadam._cli import add_augment_options, augment_options
 from dadam.bank import PatchBank
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 from dadam.offline import _atomic_write, draw_params, labels_tensor, make_augment
@@ -548,16 +549,7 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--phantom-bank", action="store_true", help="a bank of phantom lesions of every class")
     bk.add_argument("--canvas", type=int, default=448, help="canvas of a bank built here")
     opt = ap.add_argument_group("DADAM options")
-    opt.add_argument("--p", type=float, default=0.5)
-    opt.add_argument("--alpha", type=float, default=0.6)
-    opt.add_argument("--max-patches", type=int, default=3)
-    opt.add_argument("--tail", nargs="*", default=None)
-    opt.add_argument("--gamma", type=float, default=1.0)
-    opt.add_argument("--beta", type=float, default=1.0)
-    opt.add_argument("--jitter", type=float, default=0.0)
-    opt.add_argument("--soft-label", action="store_true")
-    opt.add_argument("--tail-quantile", type=float, default=0.5)
-    opt.add_argument("--candidates", type=int, default=8)
+    add_augment_options(opt)
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--repeats", type=int, default=1)
     out = ap.add_argument_group("output")
@@ -608,18 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             bank = phantom_bank(canvas=args.canvas, progress=True)
         print(bank)
-        options = dict(
-            p=args.p,
-            alpha=args.alpha,
-            max_patches=args.max_patches,
-            tail=args.tail,
-            gamma=args.gamma,
-            beta=args.beta,
-            jitter=args.jitter,
-            soft_label=args.soft_label,
-            tail_quantile=args.tail_quantile,
-            candidates=args.candidates,
-        )
+        options = augment_options(args)
         result = audit_labels(table, bank, stats, seed=args.seed, repeats=args.repeats, progress=True, **options)
         out = pathlib.Path(args.out)
         written = list(result.save(out, prefix=args.prefix).values())

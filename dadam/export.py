@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from dadam._cli import add_augment_options, augment_options
 from dadam.bank import PatchBank
 from dadam.labels import CXR_LT_CLASSES
 from dadam.offline import export
@@ -64,16 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--n", type=int, default=None, help="number of output images (default: rows of --labels)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--p", type=float, default=0.5, help="probability of augmenting an eligible image")
-    ap.add_argument("--alpha", type=float, default=0.6, help="blend weight for tail-class images")
-    ap.add_argument("--max-patches", type=int, default=3)
-    ap.add_argument("--tail", nargs="*", default=None, help="tail class names (default: from the statistics)")
-    ap.add_argument("--gamma", type=float, default=1.0)
-    ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--jitter", type=float, default=0.0)
-    ap.add_argument("--soft-label", action="store_true")
-    ap.add_argument("--tail-quantile", type=float, default=0.5)
-    ap.add_argument("--candidates", type=int, default=8)
+    add_augment_options(ap)
     ap.add_argument("--changed-only", action="store_true", help="write only the images DADAM changed")
     ap.add_argument("--chunk", type=int, default=65536, help="label rows per sampler call")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many new images")
@@ -100,16 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             n=args.n,
             seed=args.seed,
-            p=args.p,
-            alpha=args.alpha,
-            max_patches=args.max_patches,
-            tail=args.tail,
-            gamma=args.gamma,
-            beta=args.beta,
-            jitter=args.jitter,
-            soft_label=args.soft_label,
-            tail_quantile=args.tail_quantile,
-            candidates=args.candidates,
+            **augment_options(args),
             changed_only=args.changed_only,
             chunk=args.chunk,
             stop_after=args.stop_after,
