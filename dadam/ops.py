@@ -145,20 +145,50 @@ def _has_triton() -> bool:
 
 
 def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size):
-    """Gather/scatter over the padded patch grid, one channel at a time; fixed shapes, no host sync."""
-    if not (images.is_contiguous() or images.is_contiguous(memory_format=torch.channels_last)):
+    """Gather/scatter over the padded patch grid, one channel at a time; fixed shapes, no host sync.
+
+    Written for ``torch.compile`` too: the output is a fresh flat buffer (the image in memory order, then a trash
+    region) mutated only through ``index_put_`` on that base tensor, never through an ``as_strided`` view.
+    """
+    nhwc = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+    if not (nhwc or images.is_contiguous()):
         images = images.contiguous()
     B, C, H, W = images.shape
     sB, sC, sH, sW = images.stride()
     numel = images.numel()
+    flat = (images.permute(0, 2, 3, 1) if nhwc else images).reshape(-1)  # memory order: a view, no copy
     # Flat output with a trash region after the image: invalid grid cells write to numel + (cell % TRASH) (plus the
     # channel's c * sC), spread over TRASH slots so that the GPU does not serialise millions of writes to one address.
-    buf = torch.empty(numel + _TRASH + (C - 1) * sC, dtype=images.dtype, device=images.device)
-    out = buf[:numel].as_strided(images.shape, images.stride())
-    out.copy_(images)
+    buf = torch.cat([flat, flat.new_zeros(_TRASH + (C - 1) * sC)])  # the one copy of the image (as a clone)
+    out = buf[:numel].view(B, H, W, C).permute(0, 3, 1, 2) if nhwc else buf[:numel].view(B, C, H, W)
     mh, mw = max_size
     if numel == 0 or patch_ids.shape[1] == 0 or mh == 0 or mw == 0:
         return out
+    dev = images.device
+    # int32 indices when every intermediate fits (halves the index traffic); boxes are clamped first so that an
+    # absurd box cannot wrap around into the image (the clamp keeps every out-of-image cell out of the image).
+    small = buf.numel() + (mh + 1) * sH + (mw + 1) * sW < _INT32_LIMIT and pixels.numel() + mh * mw < _INT32_LIMIT
+    idx = torch.int32 if small else torch.int64
+    hw = sizes.to(idx)[patch_ids]  # (B, K, 2)
+    h = hw[..., 0, None, None]  # (B, K, 1, 1)
+    w = hw[..., 1, None, None]
+    x0 = boxes[..., 0].clamp(-mw, W).to(idx)[..., None, None]  # (B, K, 1, 1)
+    y0 = boxes[..., 1].clamp(-mh, H).to(idx)[..., None, None]
+    dy = torch.arange(mh, device=dev, dtype=idx).view(mh, 1)
+    dx = torch.arange(mw, device=dev, dtype=idx).view(1, mw)
+    y = y0 + dy  # (B, K, mh, 1)
+    x = x0 + dx  # (B, K, 1, mw)
+    valid = (dy < h) & (dx < w) & (y >= 0) & (y < H) & (x >= 0) & (x < W) & active[..., None, None]  # (B, K, mh, mw)
+    src = torch.where(valid, offsets.to(idx)[patch_ids][..., None, None] + dy * w + dx, 0)  # (B, K, mh, mw)
+    b = torch.arange(B, device=dev, dtype=idx).view(B, 1, 1, 1)
+    trash = numel + (torch.arange(mh * mw, device=dev, dtype=idx).view(mh, mw) % _TRASH)  # (mh, mw)
+    dst = torch.where(valid, b * sB + y * sH + x * sW, trash)  # (B, K, mh, mw) channel-0 index; trash where invalid
+    patch = pixels[src]  # (B, K, mh, mw) uint8, gathered once for all channels
+    a = alpha.to(torch.float32)[..., None, None]  # (B, K, 1, 1)
+    for c in range(C):  # C is a shape: no host sync
+        dst_c = dst + c * sC  # the same cells in channel c (the trash region is long enough for every channel)
+        buf.index_put_((dst_c,), blend_values(patch, buf[dst_c], a))
+    return out
     dev = images.device
     # int32 indices when every intermediate fits (halves the index traffic); boxes are clamped first so that an
     # absurd box cannot wrap around into the image (the clamp keeps every out-of-image cell out of the image).

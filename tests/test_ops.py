@@ -186,3 +186,14 @@ def test_paste_patches_no_host_sync_on_cuda(bank, params):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == images.shape
+
+
+@pytest.mark.slow
+def test_vectorised_path_compiles_to_one_graph_with_the_same_values(bank, params):
+    # torch.compile is one of the GPU levers: the pure-torch path must compile without graph breaks (fullgraph)
+    # and give the loop path's values bit for bit (here with inductor's CPU backend).
+    images = make_images(len(params), 3, CANVAS, torch.float32, channels_last=True, seed=5)
+    compiled = torch.compile(_op(bank, "vectorised"), fullgraph=True)
+    out = compiled(images, **_batch_args(params))
+    assert torch.equal(out, _op(bank, "loop")(images, **_batch_args(params)))
+    assert out.is_contiguous(memory_format=torch.channels_last)
