@@ -750,6 +750,8 @@ def _augment_group(cfg: BenchConfig, device: torch.device, bar, results: list[Re
                 results.append(_skipped(name, "augment", "--skip kornia", **common))
             elif dtype == "uint8":
                 results.append(_skipped(name, "augment", "kornia mixes float images only", **common))
+            elif importlib.util.find_spec("kornia") is None:  # e.g. a GPU image without it: a skip, not an error
+                results.append(_skipped(name, "augment", "kornia not installed", **common))
             else:
                 try:
                     fn = _kornia_mix(kind, images, labels)

@@ -12,6 +12,8 @@ Rounding to uint8 is defined once, in :func:`round_to_uint8` (half to even, clam
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -124,8 +126,11 @@ def paste_patches(
         ...                     params.patch_ids, params.active, params.alpha, max_size=bank.max_size)
     """
     _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    args = (images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     if path == "auto":
-        path = "loop" if images.device.type == "cpu" else "triton" if _has_triton() else "vectorised"
+        if images.device.type == "cpu":
+            return _paste_loop(*args)
+        return _paste_triton_or_vectorised(*args, max_size=max_size)
     if path == "triton":
         from dadam.kernels import paste_patches_triton
 
@@ -135,6 +140,33 @@ def paste_patches(
     if path == "loop":
         return _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     raise ValueError(f"path must be 'auto', 'triton', 'vectorised' or 'loop', got {path!r}")
+
+
+_triton_failure: str | None = None  # why the Triton kernel could not run in this process (then: vectorised)
+
+
+def _paste_triton_or_vectorised(*args, max_size):
+    """The default on a GPU: the Triton kernel, or the vectorised path when Triton is missing or cannot run.
+
+    Triton compiles its launcher with the host's C compiler on first use; an image without one (or any other failure
+    of the first launch) must not stop training, so the failure is reported once as a warning and the bit-identical
+    pure-torch path takes over for the rest of the process. ``path="triton"`` still raises.
+    """
+    global _triton_failure
+    if _triton_failure is None and _has_triton():
+        from dadam.kernels import paste_patches_triton
+
+        try:
+            return paste_patches_triton(*args, max_size=max_size)
+        except Exception as e:  # noqa: BLE001 - any failure of the kernel's build or launch
+            _triton_failure = f"{type(e).__name__}: {e}"
+            warnings.warn(
+                f"DADAM's Triton paste kernel cannot run here ({_triton_failure}); using the vectorised torch path "
+                "(same values, more memory traffic)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _paste_vectorised(*args, max_size)
 
 
 def _has_triton() -> bool:
@@ -188,31 +220,6 @@ def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, 
     for c in range(C):  # C is a shape: no host sync
         dst_c = dst + c * sC  # the same cells in channel c (the trash region is long enough for every channel)
         buf.index_put_((dst_c,), blend_values(patch, buf[dst_c], a))
-    return out
-    dev = images.device
-    # int32 indices when every intermediate fits (halves the index traffic); boxes are clamped first so that an
-    # absurd box cannot wrap around into the image (the clamp keeps every out-of-image cell out of the image).
-    small = buf.numel() + (mh + 1) * sH + (mw + 1) * sW < _INT32_LIMIT and pixels.numel() + mh * mw < _INT32_LIMIT
-    idx = torch.int32 if small else torch.int64
-    hw = sizes.to(idx)[patch_ids]  # (B, K, 2)
-    h = hw[..., 0, None, None]  # (B, K, 1, 1)
-    w = hw[..., 1, None, None]
-    x0 = boxes[..., 0].clamp(-mw, W).to(idx)[..., None, None]  # (B, K, 1, 1)
-    y0 = boxes[..., 1].clamp(-mh, H).to(idx)[..., None, None]
-    dy = torch.arange(mh, device=dev, dtype=idx).view(mh, 1)
-    dx = torch.arange(mw, device=dev, dtype=idx).view(1, mw)
-    y = y0 + dy  # (B, K, mh, 1)
-    x = x0 + dx  # (B, K, 1, mw)
-    valid = (dy < h) & (dx < w) & (y >= 0) & (y < H) & (x >= 0) & (x < W) & active[..., None, None]  # (B, K, mh, mw)
-    src = torch.where(valid, offsets.to(idx)[patch_ids][..., None, None] + dy * w + dx, 0)  # (B, K, mh, mw)
-    b = torch.arange(B, device=dev, dtype=idx).view(B, 1, 1, 1)
-    trash = numel + (torch.arange(mh * mw, device=dev, dtype=idx).view(mh, mw) % _TRASH)  # (mh, mw)
-    dst = torch.where(valid, b * sB + y * sH + x * sW, trash)  # (B, K, mh, mw) channel-0 index; trash where invalid
-    patch = pixels[src]  # (B, K, mh, mw) uint8, gathered once for all channels
-    a = alpha.to(torch.float32)[..., None, None]  # (B, K, 1, 1)
-    for c in range(C):  # C is a shape: no host sync
-        plane = buf[c * sC :]  # flat view starting at channel c: the same dst indices address channel c
-        plane.index_put_((dst,), blend_values(patch, plane[dst], a))
     return out
 
 

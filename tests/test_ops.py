@@ -197,3 +197,30 @@ def test_vectorised_path_compiles_to_one_graph_with_the_same_values(bank, params
     out = compiled(images, **_batch_args(params))
     assert torch.equal(out, _op(bank, "loop")(images, **_batch_args(params)))
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gpu_default_falls_back_to_vectorised_when_triton_cannot_run(bank, params, monkeypatch):
+    # On a GPU "auto" takes the Triton kernel; if its first build/launch fails (no C compiler on the image, say),
+    # training must go on: one RuntimeWarning, then the vectorised path (same values) for the rest of the process.
+    import dadam.kernels
+    import dadam.ops
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(dadam.ops, "_triton_failure", None)
+    monkeypatch.setattr(dadam.ops, "_has_triton", lambda: True)
+    monkeypatch.setattr(dadam.kernels, "paste_patches_triton", broken)
+    images = make_images(len(params), 3, CANVAS, torch.float32, seed=2)
+    args = [images, bank.pixels, bank.offsets, bank.sizes, *_batch_args(params).values()]
+    with pytest.warns(RuntimeWarning, match="Failed to find C compiler"):
+        first = dadam.ops._paste_triton_or_vectorised(*args, max_size=bank.max_size)
+    second = dadam.ops._paste_triton_or_vectorised(*args, max_size=bank.max_size)  # no second try, no warning
+    assert len(calls) == 1
+    expected = _op(bank, "loop")(images, **_batch_args(params))
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    with pytest.raises(RuntimeError, match="C compiler"):  # asking for Triton by name still raises
+        _op(bank, "triton")(images, **_batch_args(params))
