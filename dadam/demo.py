@@ -3,8 +3,8 @@
 phantom data (NIH + ChestX-Det boxes, CXR-LT labels and images) -> patch bank -> a few FPSM steps with
 DiseasedAreaAugment on -> images/s and metrics -> a PNG grid of augmented samples with their boxes drawn.
 
-On a GPU it trains TResNet-L at 448 px; on a CPU a small backbone at a small canvas, so it ends in a few minutes
-on 2 cores. Run ``python -m dadam.demo --help`` for the knobs.
+On a GPU it trains TResNet-L at 448 px; on a CPU a small backbone at a small canvas, so it ends in well under a
+minute on 2 cores (about 25 s with the defaults). Run ``python -m dadam.demo --help`` for the knobs.
 """
 
 from __future__ import annotations

@@ -151,12 +151,17 @@ def _thresholds() -> np.ndarray:
     return thr
 
 
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
 def sample_labels(n: int, *, seed: int) -> np.ndarray:
     """Draw ``n`` rows of CXR-LT labels with the real long tail and a plausible co-occurrence structure.
 
     Args:
         n: number of rows (>= 0).
-        seed: integer seed; the same seed gives the same rows.
+        seed: integer seed >= 0; the same seed gives the same rows.
 
     Returns:
         ``(n, 26)`` float32 of 0/1 in :data:`dadam.labels.CXR_LT_CLASSES` order; ``No Finding`` is 1 exactly when
@@ -169,6 +174,7 @@ def sample_labels(n: int, *, seed: int) -> np.ndarray:
     """
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    _check_seed(seed)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1ABE1]))
     thr = _thresholds()
     lmat = _loading_matrix()
@@ -1405,9 +1411,13 @@ def _atomic_write(path: pathlib.Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor a temporary
+        raise
 
 
 def _polygon(mask: np.ndarray) -> list[list[int]]:
@@ -1749,8 +1759,15 @@ def _write_mura(root: pathlib.Path, n: int, size: int, seed: int, rng, run) -> N
                 break
             studies.append((split, part, patient, k + 1, bool(rng.random() < 0.42), m))
             count += m
-    if n >= 2 and all(s[0] == "train" for s in studies):  # keep both splits present
-        studies[-1] = ("valid", *studies[-1][1:])
+    if n >= 2 and len({s[0] for s in studies}) == 1:  # keep both splits present: move images to a new patient
+        split, part, pat, k, positive, m = studies[-1]
+        if len(studies) > 1:  # the whole last study
+            studies.pop()
+            moved = m
+        else:  # one study holds every image: leave it all but one
+            studies[-1] = (split, part, pat, k, positive, m - 1)
+            moved = 1
+        studies.append(("valid" if split == "train" else "train", part, patient + 1, 1, positive, moved))
     # number patients per split like MURA (valid patients continue after train's)
     number = {}
     for split, first in (("train", 1), ("valid", 11185)):
@@ -1803,7 +1820,7 @@ def generate(
         out: dataset root to write into (created; existing files of the same names are replaced).
         n: number of images (>= 1).
         size: image side in pixels (>= 64; VinDr images are resized to ``size * U(1.8, 2.4)`` per side).
-        seed: the same seed writes the same bytes, whatever ``workers``.
+        seed: integer >= 0; the same seed writes the same bytes, whatever ``workers``.
         progress: show a tqdm bar.
         workers: processes; 0 = ``min(2, cpu_count)``.
 
@@ -1824,6 +1841,7 @@ def generate(
         raise ValueError(f"size must be an integer >= 64, got {size!r}")
     if not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = auto), got {workers!r}")
+    _check_seed(seed)
     workers = int(workers) or min(2, os.cpu_count() or 1)
     root = pathlib.Path(out)
     root.mkdir(parents=True, exist_ok=True)

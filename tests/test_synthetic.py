@@ -94,6 +94,9 @@ def test_sample_labels_seeded():
     assert not np.array_equal(sy.sample_labels(300, seed=4), sy.sample_labels(300, seed=5))
     with pytest.raises(ValueError, match="n must be"):
         sy.sample_labels(-1, seed=0)
+    for bad in (-1, 1.5, "3"):  # not silently truncated, and the message names the argument
+        with pytest.raises(ValueError, match=re.escape(f"seed must be an integer >= 0, got {bad!r}")):
+            sy.sample_labels(3, seed=bad)
 
 
 # ------------------------------------------------------------------------------------------------------ drawing
@@ -428,6 +431,10 @@ def test_generate_errors(tmp_path):
         sy.generate("nih", tmp_path, n=0)
     with pytest.raises(ValueError, match="size must be"):
         sy.generate("nih", tmp_path, n=2, size=8)
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0, got 1\.5"):
+        sy.generate("nih", tmp_path, n=2, size=64, seed=1.5)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -2"):
+        sy.generate("nih", tmp_path, n=2, size=64, seed=-2)
 
 
 def test_cli(tmp_path):
@@ -446,3 +453,34 @@ def test_cli(tmp_path):
         sy.main(["--layout", "x", "--n", "1", "--out", str(out)])
     with pytest.raises(SystemExit):
         sy.main(["--layout", "nih", "--n", "0", "--out", str(out)])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_mura_small_n_keeps_both_splits(tmp_path, n):
+    # With a few images the drawn studies can all fall into one split (often one study holding every image);
+    # both CSV pairs must still have rows, or a reader of train_image_paths.csv gets an empty file.
+    for seed in range(6):
+        root = sy.generate("mura", tmp_path / f"{n}_{seed}", n=n, size=64, seed=seed, progress=False, workers=1)
+        total = 0
+        for split in ("train", "valid"):
+            paths = (root / "MURA-v1.1" / f"{split}_image_paths.csv").read_text().splitlines()
+            studies = (root / "MURA-v1.1" / f"{split}_labeled_studies.csv").read_text().splitlines()
+            assert paths and studies, (n, seed, split)
+            assert {p.rsplit("/", 1)[0] + "/" for p in paths} == {s.rsplit(",", 1)[0] for s in studies}
+            assert all(p.startswith(f"MURA-v1.1/{split}/") for p in paths)
+            total += len(paths)
+        assert total == n, (n, seed, total)
+
+
+def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "train.csv"
+    target.write_text("old\n")
+
+    def boom(src, dst):
+        raise OSError(f"disk full while replacing {dst}")
+
+    monkeypatch.setattr(sy.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        sy._atomic_write(target, "new\n")
+    assert target.read_text() == "old\n"  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]  # and no .train.csv.tmp<pid> is left
