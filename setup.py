@@ -1,5 +1,7 @@
 """dadam-fpsm: online Diseased Area Data Augmentation (DADAM) and the Feature Pyramid Sum Model (FPSM)."""
 
+import pathlib
+
 from setuptools import find_packages, setup
 
 DALI = ["nvidia-dali-cuda130"]
@@ -9,7 +11,7 @@ setup(
     name="dadam-fpsm",
     version="0.1.0",
     description="Online diseased-area augmentation (DADAM) and feature-pyramid-sum models (FPSM) for chest X-rays",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
@@ -37,7 +39,6 @@ setup(
             "pytest-timeout",
             "hypothesis",
             "scikit-learn",
-            "scipy",
             "ruff",
             "tensorboard",
             *DALI,
