@@ -229,10 +229,11 @@ def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     Works on NumPy views of the output and the bank (about 1 us per slice instead of torch's ~5 us per op), with
     the values of :func:`blend_values`: a paste copies the patch (``q / 255`` in float32 for float images, then
     rounded once to the image dtype); a blend computes ``alpha * q + (1 - alpha) * x`` as the same separately rounded
-    float32 operations, then rounds half to even and clamps for uint8. bfloat16 images (NumPy has no bfloat16) and
+    float32 operations, then rounds half to even and clamps for uint8. Tensors off the CPU (``path="loop"`` asked
+    for by name), bfloat16 images (NumPy has no bfloat16) and
     images that require grad take :func:`_paste_loop_torch`.
     """
-    if images.dtype == torch.bfloat16 or images.requires_grad or pixels.requires_grad:
+    if images.device.type != "cpu" or images.dtype == torch.bfloat16 or images.requires_grad or pixels.requires_grad:
         return _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     B, C, H, W = images.shape
     out = images.clone(memory_format=torch.preserve_format)

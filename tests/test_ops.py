@@ -224,3 +224,13 @@ def test_gpu_default_falls_back_to_vectorised_when_triton_cannot_run(bank, param
     assert torch.equal(first, expected) and torch.equal(second, expected)
     with pytest.raises(RuntimeError, match="C compiler"):  # asking for Triton by name still raises
         _op(bank, "triton")(images, **_batch_args(params))
+
+
+@pytest.mark.gpu
+def test_loop_path_by_name_works_on_cuda(bank, params):
+    # the NumPy fast loop is CPU-only; path="loop" on CUDA tensors takes the torch loop with the same values
+    images = make_images(len(params), 3, CANVAS, torch.float32, seed=8)
+    gpu = bank.to("cuda")
+    args = {k: v.cuda() for k, v in _batch_args(params).items()}
+    out = paste_with_bank(gpu, images.cuda(), **args, path="loop")
+    assert torch.equal(out.cpu(), _op(bank, "loop")(images, **_batch_args(params)))
