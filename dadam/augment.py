@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dadam.bank import PatchBank
+from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
 from dadam.ops import SUPPORTED_DTYPES, paste_patches
 from dadam.sampling import DadamParams, _draw, _tables, apply_labels, sampling_weights
@@ -70,44 +71,52 @@ class DiseasedAreaAugment(nn.Module):
         bank: PatchBank,
         stats: LabelStats,
         *,
-        p: float = 0.5,
-        alpha: float = 0.6,
-        max_patches: int = 3,
-        tail: Sequence[str | int] | None = None,
-        gamma: float = 1.0,
-        beta: float = 1.0,
-        jitter: float = 0.0,
+        p: float = DadamConfig.p,
+        alpha: float = DadamConfig.alpha,
+        max_patches: int = DadamConfig.max_patches,
+        tail: Sequence[str | int] | None = DadamConfig.tail,
+        gamma: float = DadamConfig.gamma,
+        beta: float = DadamConfig.beta,
+        jitter: float = DadamConfig.jitter,
         generator: torch.Generator | int | None = None,
-        soft_label: bool = False,
-        tail_quantile: float = 0.5,
-        candidates: int = 8,
+        soft_label: bool = DadamConfig.soft_label,
+        tail_quantile: float = DadamConfig.tail_quantile,
+        candidates: int = DadamConfig.candidates,
     ) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        if not isinstance(max_patches, int) or max_patches < 1:
-            raise ValueError(f"max_patches must be an int >= 1, got {max_patches!r}")
-        if not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
-        if not 0.0 <= jitter <= 1.0:
-            raise ValueError(f"jitter must be in [0, 1], got {jitter}")
-        if not (gamma >= 0 and beta >= 0):  # NaN fails too
-            raise ValueError(f"gamma and beta must be >= 0, got gamma={gamma}, beta={beta}")
+        config = DadamConfig(
+            p=p,
+            alpha=alpha,
+            max_patches=max_patches,
+            tail=tail,
+            gamma=gamma,
+            beta=beta,
+            jitter=jitter,
+            soft_label=soft_label,
+            tail_quantile=tail_quantile,
+            candidates=candidates,
+        ).validate()
+        self.config = config
+        p, alpha, max_patches, tail = config.p, config.alpha, config.max_patches, config.tail
+        gamma, beta, jitter, candidates = config.gamma, config.beta, config.jitter, config.candidates
+        soft_label, tail_quantile = config.soft_label, config.tail_quantile
         if not isinstance(generator, (torch.Generator, int, type(None))) or isinstance(generator, bool):
             raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        if isinstance(generator, int) and not -(2**63) <= generator < 2**64:
+            raise ValueError(f"generator seed must fit in 64 bits, got {generator}")
         if tuple(stats.class_names) != tuple(bank.class_names):
             raise ValueError(f"stats classes {list(stats.class_names)} differ from the bank's {list(bank.class_names)}")
         if len(bank) == 0:
             raise ValueError("the patch bank is empty: no class to paste")
+        if NO_FINDING not in bank.class_names:
+            raise ValueError(
+                f"the class list has no {NO_FINDING!r} class (DADAM pastes onto normal images): {list(bank.class_names)}"
+            )
         names = list(bank.class_names)
         num_classes = len(names)
         covered = bank.covered.to("cpu", copy=True)
         covered[names.index(NO_FINDING)] = False
         freq = stats.freq.detach().to("cpu", torch.float32)
-        if isinstance(tail, str):  # one class name, not its letters
-            tail = [tail]
         if tail is None:
             tail_mask = tail_classes(freq, covered, quantile=tail_quantile, class_names=names)
         else:
@@ -177,6 +186,24 @@ class DiseasedAreaAugment(nn.Module):
             self.register_buffer(name, t.detach().clone(), persistent=False)
         self._tables_key: tuple | None = None  # the sampler's constants, see _sampler_tables
         self._tables_cache = None
+
+    @classmethod
+    def from_config(
+        cls,
+        bank: PatchBank,
+        stats: LabelStats,
+        config: DadamConfig,
+        *,
+        generator: torch.Generator | int | None = None,
+    ) -> DiseasedAreaAugment:
+        """The module for a :class:`~dadam.config.DadamConfig` (validated here).
+
+        Example:
+            >>> aug = DiseasedAreaAugment.from_config(bank, stats, DadamConfig(p=1.0), generator=0)  # doctest: +SKIP
+        """
+        if not isinstance(config, DadamConfig):
+            raise TypeError(f"config must be a DadamConfig, got {type(config).__name__}")
+        return cls(bank, stats, generator=generator, **dataclasses.asdict(config))
 
     def extra_repr(self) -> str:
         return (
