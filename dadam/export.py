@@ -11,44 +11,15 @@ Rerunning the same command after a kill resumes where it stopped and ends with t
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 from collections.abc import Sequence
 
-import pandas as pd
-
 from dadam._cli import add_augment_options, augment_options
 from dadam.bank import PatchBank
-from dadam.labels import CXR_LT_CLASSES
+from dadam.formats import LABEL_FORMATS, read_label_table
 from dadam.offline import export
 
 __all__ = ["main", "read_label_table"]
-
-LABEL_FORMATS = ("table", "nih", "cxr-lt")
-
-
-def read_label_table(path: str | pathlib.Path, *, fmt: str = "table") -> pd.DataFrame:
-    """Read a label table: ``"table"`` (CSV in the label-table contract: ``image_id, path``, the 26 classes),
-    ``"nih"`` (NIH ``Data_Entry_2017*.csv``) or ``"cxr-lt"`` (CXR-LT 2023 ``train.csv``).
-
-    Raises:
-        ValueError: an unknown ``fmt`` or a table without the needed columns (naming them and the file).
-    """
-    if fmt == "nih":
-        from dadam.formats import read_nih_labels
-
-        return read_nih_labels(path)
-    if fmt == "cxr-lt":
-        from dadam.formats import read_cxr_lt
-
-        return read_cxr_lt(path)
-    if fmt != "table":
-        raise ValueError(f"label format must be one of {LABEL_FORMATS}, got {fmt!r}")
-    table = pd.read_csv(path, dtype={"image_id": str, "path": str})
-    missing = [c for c in ("image_id", "path", *CXR_LT_CLASSES) if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: label table lacks columns {missing}; it has {list(table.columns)}")
-    return table
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ import os
 import pathlib
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,9 +57,12 @@ from dadam.labels import CXR_LT_CLASSES, NO_FINDING, map_labels, resolve_mapping
 __all__ = [
     "BORDER_TOLERANCE",
     "BOX_COLUMNS",
+    "LABEL_FORMATS",
     "ReadReport",
+    "labels_tensor",
     "read_chestx_det",
     "read_cxr_lt",
+    "read_label_table",
     "read_mimic",
     "read_mura",
     "read_nih_boxes",
@@ -1072,3 +1075,47 @@ def read_mura(image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.
         k: v for k, v in (("abnormal", int((df["label"] == 1).sum())), ("normal", int((df["label"] == 0).sum()))) if v
     }
     return _finish(df, report)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Label tables in the library's own schema
+# ---------------------------------------------------------------------------------------------------------------------
+
+LABEL_FORMATS = ("table", "nih", "cxr-lt")
+
+
+def read_label_table(path: str | pathlib.Path, *, fmt: str = "table") -> pd.DataFrame:
+    """Read a label table: ``"table"`` (CSV in the label-table contract: ``image_id, path``, the 26 classes),
+    ``"nih"`` (NIH ``Data_Entry_2017*.csv``) or ``"cxr-lt"`` (CXR-LT 2023 ``train.csv``).
+
+    Raises:
+        ValueError: an unknown ``fmt`` or a table without the needed columns (naming them and the file).
+    """
+    if fmt == "nih":
+        return read_nih_labels(path)
+    if fmt == "cxr-lt":
+        return read_cxr_lt(path)
+    if fmt != "table":
+        raise ValueError(f"label format must be one of {LABEL_FORMATS}, got {fmt!r}")
+    table = pd.read_csv(path, dtype={"image_id": str, "path": str})
+    missing = [c for c in ("image_id", "path", *CXR_LT_CLASSES) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: label table lacks columns {missing}; it has {list(table.columns)}")
+    return table
+
+
+def labels_tensor(table: pd.DataFrame, *, class_names: Sequence[str] = CXR_LT_CLASSES) -> torch.Tensor:
+    """The ``(N, C)`` float32 label matrix of a label table (NaN = unknown), naming missing columns."""
+    missing = [c for c in class_names if c not in table.columns]
+    if missing:
+        raise ValueError(f"label table is missing class columns {missing}; it has {list(table.columns)}")
+    raw = table[list(class_names)]
+    values = raw.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & raw.notna()  # a cell that is not a number: an error, not a silent "unknown"
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise ValueError(
+            f"label table row {row} (index {table.index[row]!r}), column {class_names[col]!r}: "
+            f"{raw.iat[row, col]!r} is not a number ({int(bad.to_numpy().sum())} such cells); use 1, 0 or empty"
+        )
+    return torch.from_numpy(values.to_numpy(dtype=np.float32, na_value=np.nan).copy())

@@ -35,7 +35,7 @@ import torch
 
 from dadam.augment import DiseasedAreaAugment
 from dadam.bank import PatchBank
-from dadam.labels import CXR_LT_CLASSES
+from dadam.formats import labels_tensor
 from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams
 from dadam.stats import LabelStats
 
@@ -174,23 +174,6 @@ def augment_image(image: np.ndarray, patches: Sequence[Placement]) -> np.ndarray
 # ---------------------------------------------------------------------------------------------------------------------
 # Params for a label table
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def labels_tensor(table: pd.DataFrame, *, class_names: Sequence[str] = CXR_LT_CLASSES) -> torch.Tensor:
-    """The ``(N, C)`` float32 label matrix of a label table (NaN = unknown), naming missing columns."""
-    missing = [c for c in class_names if c not in table.columns]
-    if missing:
-        raise ValueError(f"label table is missing class columns {missing}; it has {list(table.columns)}")
-    raw = table[list(class_names)]
-    values = raw.apply(pd.to_numeric, errors="coerce")
-    bad = values.isna() & raw.notna()  # a cell that is not a number: an error, not a silent "unknown"
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
-        raise ValueError(
-            f"label table row {row} (index {table.index[row]!r}), column {class_names[col]!r}: "
-            f"{raw.iat[row, col]!r} is not a number ({int(bad.to_numpy().sum())} such cells); use 1, 0 or empty"
-        )
-    return torch.from_numpy(values.to_numpy(dtype=np.float32, na_value=np.nan).copy())
 
 
 def make_augment(
