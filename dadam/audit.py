@@ -37,8 +37,10 @@ import torch
 
 from dadam._cli import add_augment_options, augment_options
 from dadam.bank import PatchBank
+from dadam.export import draw_params, make_augment
+from dadam.files import atomic_write
+from dadam.formats import labels_tensor, read_label_table
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
-from dadam.offline import _atomic_write, draw_params, labels_tensor, make_augment
 from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams
 from dadam.stats import LabelStats, class_frequencies, label_correlation
 
@@ -177,8 +179,8 @@ class AuditResult:
             k: out / f"{prefix}{name}"
             for k, name in (("csv", "summary.csv"), ("md", "summary.md"), ("json", "audit.json"))
         }
-        _atomic_write(paths["csv"], self.summary().to_csv())
-        _atomic_write(paths["md"], self.to_markdown())
+        atomic_write(paths["csv"], self.summary().to_csv())
+        atomic_write(paths["md"], self.to_markdown())
         doc = {
             "class_names": list(self.class_names),
             "tail": list(self.tail),
@@ -191,7 +193,7 @@ class AuditResult:
             "corr_before": self.corr_before.tolist(),
             "corr_after": self.corr_after.tolist(),
         }
-        _atomic_write(paths["json"], json.dumps(doc, indent=1) + "\n")
+        atomic_write(paths["json"], json.dumps(doc, indent=1) + "\n")
         return paths
 
 
@@ -301,7 +303,7 @@ def _save_figure(fig, path: str | os.PathLike, dpi: int) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -485,7 +487,7 @@ def save_grid(
     Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -569,8 +571,6 @@ def _load_labels(spec: str, fmt: str, rows: int, seed: int) -> pd.DataFrame:
 
         y = sample_labels(rows, seed=seed)
         return pd.DataFrame(y.astype(np.float64), columns=list(CXR_LT_CLASSES))
-    from dadam.export import read_label_table
-
     return read_label_table(spec, fmt=fmt)
 
 

@@ -1,66 +1,55 @@
-"""Offline DADAM: the paper's original procedure, image by image with numpy and PIL, writing images and labels to disk.
+"""The paper's offline DADAM on one image: numpy, one patch at a time, the parity reference of the online op.
 
-This is the parity reference of the online op (:class:`dadam.DiseasedAreaAugment`) and the baseline of the benchmark.
-It is deliberately slow and obviously correct: one image, one patch at a time. It uses the same value convention as
-:mod:`dadam.ops` (float32 arithmetic, half-to-even rounding to uint8, ``alpha >= 1`` gives exactly the patch), so
-for the same :class:`~dadam.sampling.DadamParams` its uint8 output is bit-identical to the online op's.
+:func:`placements` turns one sample's :class:`~dadam.sampling.DadamParams` into a list of :class:`Placement` (patch
+pixels, position, weight); :func:`augment_image` applies them to one ``(H, W)`` or ``(H, W, C)`` numpy image. It is
+deliberately slow and obviously correct, and uses the value convention of :mod:`dadam.ops` (float32 arithmetic,
+half-to-even rounding to uint8, ``alpha >= 1`` gives exactly the patch), so for the same params its uint8 output is
+bit-identical to :class:`dadam.DiseasedAreaAugment`'s.
 
-- :func:`placements` turns one sample's params into a list of :class:`Placement` (patch pixels, position, weight);
-- :func:`augment_image` applies them to one ``(H, W)`` or ``(H, W, C)`` numpy image;
-- :func:`draw_params` draws params for a whole label table (labels only, in chunks, seeded);
-- :func:`export` writes an augmented copy of a label table to disk: ``images/<name>.png``, ``labels.csv``,
-  ``params.safetensors`` and ``manifest.json``; resumable after a kill.
-
-Command line: ``python -m dadam.export --help``.
+Writing an augmented copy of a whole label table to disk (params for every row, PNG images, ``labels.csv``, a
+manifest, resume after a kill) is :mod:`dadam.export` (``python -m dadam.export --help``); its public names can also
+be imported from here (``from dadam.offline import export``).
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
-import io
-import json
-import math
-import os
-import pathlib
-import re
-import tempfile
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import torch
 
-from dadam.augment import DiseasedAreaAugment
 from dadam.bank import PatchBank
-from dadam.formats import labels_tensor
-from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams
-from dadam.stats import LabelStats
+from dadam.sampling import DadamParams
 
-__all__ = [
-    "MANIFEST_VERSION",
-    "ExportReport",
-    "Placement",
-    "augment_image",
-    "cat_params",
-    "draw_params",
-    "export",
-    "labels_tensor",
-    "load_params",
-    "make_augment",
-    "placements",
-]
+__all__ = ["Placement", "augment_image", "placements"]
 
-MANIFEST_VERSION = 1
-MODE_NAMES = {MODE_NONE: "none", MODE_PASTE: "paste", MODE_BLEND: "blend"}
-_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(DadamParams))
+# Names of the export machinery that this module also answers to: (module, attribute) where each one lives.
+_ELSEWHERE = {
+    "MANIFEST_VERSION": ("dadam.export", "MANIFEST_VERSION"),
+    "ExportReport": ("dadam.export", "ExportReport"),
+    "draw_params": ("dadam.export", "draw_params"),
+    "export": ("dadam.export", "export"),
+    "load_params": ("dadam.export", "load_params"),
+    "make_augment": ("dadam.export", "make_augment"),
+    "cat_params": ("dadam.sampling", "DadamParams.cat"),
+    "labels_tensor": ("dadam.formats", "labels_tensor"),
+}
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# One image
-# ---------------------------------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> object:
+    """Resolve the names of :data:`_ELSEWHERE` on first use (imported lazily: ``dadam.export`` imports this module)."""
+    if name not in _ELSEWHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _ELSEWHERE[name]
+    value = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_ELSEWHERE])
 
 
 @dataclass(frozen=True)
@@ -89,7 +78,7 @@ def placements(bank: PatchBank, params: DadamParams, index: int) -> list[Placeme
 
     Args:
         bank: the bank the params refer to.
-        params: params of a batch (e.g. from ``aug(..., return_params=True)`` or :func:`draw_params`).
+        params: params of a batch (e.g. from ``aug(..., return_params=True)`` or :func:`dadam.export.draw_params`).
         index: the sample.
 
     Returns:
@@ -169,437 +158,3 @@ def augment_image(image: np.ndarray, patches: Sequence[Placement]) -> np.ndarray
         else:
             region[...] = v.astype(image.dtype)
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Params for a label table
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def make_augment(
-    bank: PatchBank,
-    stats: LabelStats,
-    *,
-    seed: int,
-    p: float,
-    alpha: float,
-    max_patches: int,
-    tail: Sequence[str | int] | None,
-    gamma: float,
-    beta: float,
-    jitter: float,
-    soft_label: bool,
-    tail_quantile: float,
-    candidates: int,
-) -> DiseasedAreaAugment:
-    """The :class:`~dadam.DiseasedAreaAugment` the offline tools draw params with (on the CPU, seeded by ``seed``)."""
-    return DiseasedAreaAugment(
-        bank.to("cpu"),
-        stats.to("cpu"),
-        p=p,
-        alpha=alpha,
-        max_patches=max_patches,
-        tail=tail,
-        gamma=gamma,
-        beta=beta,
-        jitter=jitter,
-        generator=int(seed),
-        soft_label=soft_label,
-        tail_quantile=tail_quantile,
-        candidates=candidates,
-    )
-
-
-def cat_params(parts: Sequence[DadamParams]) -> DadamParams:
-    """Concatenate params of several batches along the batch dimension."""
-    if not parts:
-        raise ValueError("cat_params needs at least one DadamParams")
-    return DadamParams(**{name: torch.cat([getattr(p, name) for p in parts]) for name in _PARAM_FIELDS})
-
-
-def draw_params(
-    labels: torch.Tensor, aug: DiseasedAreaAugment, *, chunk: int = 65536, progress: bool = False
-) -> DadamParams:
-    """Draw DADAM params for every row of a label matrix, ``chunk`` rows per :meth:`DiseasedAreaAugment.sample` call.
-
-    No pixels are touched, so 100k rows take seconds on a CPU. The draws depend on ``chunk`` (the generator
-    advances per call): keep it fixed to reproduce a run.
-
-    Args:
-        labels: ``(N, C)`` label matrix (NaN = unknown) on the module's device.
-        aug: the module (its generator makes the draws reproducible; see :func:`make_augment`).
-        chunk: rows per call (``>= 1``).
-        progress: show a tqdm bar.
-
-    Returns:
-        :class:`~dadam.sampling.DadamParams` with ``N`` samples (``params.labels`` are the new labels).
-
-    Shape:
-        labels ``(N, C)`` -> params with ``N`` samples.
-
-    Example:
-        >>> params = draw_params(labels, make_augment(bank, stats, seed=0, ...))  # doctest: +SKIP
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    from tqdm.auto import tqdm
-
-    n = labels.shape[0]
-    if n == 0:
-        return aug.sample(labels)
-    parts = [aug.sample(labels[s : s + chunk]) for s in tqdm(range(0, n, chunk), disable=not progress, desc="params")]
-    return cat_params(parts)
-
-
-def _digest(tensors: dict[str, torch.Tensor], extra: str = "") -> str:
-    """SHA-256 over (name, dtype, shape, bytes) of tensors in name order, plus an extra string."""
-    h = hashlib.sha256(extra.encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _save_params(params: DadamParams, path: pathlib.Path) -> str:
-    """Write params as safetensors (atomically); returns their digest."""
-    from safetensors.torch import save
-
-    tensors = {name: getattr(params, name).detach().cpu().contiguous() for name in _PARAM_FIELDS}
-    _atomic_write(path, save(tensors, metadata={"format": "dadam.DadamParams"}))
-    return _digest(tensors)
-
-
-def load_params(path: str | os.PathLike) -> DadamParams:
-    """Read the ``params.safetensors`` written by :func:`export` (to replay an export with the online op).
-
-    Example:
-        >>> params = load_params("out/params.safetensors")  # doctest: +SKIP
-        >>> images2, labels2 = aug(images, labels, params=params[:8])  # doctest: +SKIP
-    """
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    missing = [k for k in _PARAM_FIELDS if k not in tensors]
-    if missing:
-        raise ValueError(f"{path}: not a DADAM params file (lacks tensors {missing})")
-    return DadamParams(**{k: tensors[k] for k in _PARAM_FIELDS})
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Export
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: pathlib.Path, data: bytes | str) -> None:
-    """Write a file atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def _fmt_label(v: float) -> str:
-    return "" if math.isnan(v) else f"{v:.9g}"
-
-
-def _safe_stem(image_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", pathlib.PurePath(image_id).stem) or "image"
-
-
-@dataclass
-class ExportReport:
-    """What :func:`export` did.
-
-    Attributes:
-        out_dir: the output folder.
-        total: images the export produces in all (``n``, or the changed ones with ``changed_only``).
-        written: images written by this call.
-        skipped: images already on disk from an earlier (interrupted) call, not rewritten.
-        complete: all ``total`` images are on disk and ``labels.csv`` is final.
-        modes: number of output images per mode (``none``, ``paste``, ``blend``) over all ``total`` images.
-    """
-
-    out_dir: pathlib.Path
-    total: int
-    written: int
-    skipped: int
-    complete: bool
-    modes: dict[str, int]
-
-    def summary(self) -> str:
-        state = "complete" if self.complete else "incomplete (rerun with the same arguments to resume)"
-        return (
-            f"{self.out_dir}: {self.written} images written, {self.skipped} already there, {self.total} in all, "
-            f"{state}; modes {self.modes}"
-        )
-
-
-def export(
-    label_table: pd.DataFrame,
-    image_root: str | os.PathLike,
-    bank: PatchBank,
-    stats: LabelStats | None,
-    out_dir: str | os.PathLike,
-    *,
-    n: int | None = None,
-    seed: int = 0,
-    p: float = 0.5,
-    alpha: float = 0.6,
-    max_patches: int = 3,
-    tail: Sequence[str | int] | None = None,
-    gamma: float = 1.0,
-    beta: float = 1.0,
-    jitter: float = 0.0,
-    soft_label: bool = False,
-    tail_quantile: float = 0.5,
-    candidates: int = 8,
-    changed_only: bool = False,
-    chunk: int = 65536,
-    stop_after: int | None = None,
-    progress: bool = True,
-) -> ExportReport:
-    """Write a DADAM-augmented copy of a label table to disk, image by image (the paper's offline procedure).
-
-    Output image ``i`` (``0 <= i < n``) comes from source row ``i % len(label_table)`` (``n > len`` repeats the table,
-    each pass with new draws). Params for all ``n`` rows are drawn first from the labels alone
-    (:func:`draw_params`, seeded by ``seed``) and saved. Each source image is then decoded and resized to the bank's
-    canvas with :func:`dadam.data.decode_image` (torchvision, grayscale, antialiased bilinear on uint8: the resize of
-    the online pipeline, :class:`dadam.data.LabelDataset`), augmented with :func:`augment_image` and written.
-
-    Files in ``out_dir``:
-
-    - ``images/<i:07d>_<source stem>.png``: 8-bit grayscale, canvas x canvas, written atomically;
-    - ``labels.csv``: a label table: ``image_id, path`` (relative to ``out_dir``), the classes (empty = unknown),
-      ``source``, ``source_image_id``, ``source_path``, ``mode`` (none / paste / blend), ``patches`` (JSON list of
-      ``{"class", "patch", "box", "alpha", "donor"}``), in output order;
-    - ``params.safetensors``: the :class:`~dadam.sampling.DadamParams` of all ``n`` rows (:func:`load_params`);
-    - ``manifest.json``: format version, options (seed, DADAM options, checksums of bank, stats and labels),
-      ``total``, ``done``, ``complete``.
-
-    Resuming: a call with the same arguments on an ``out_dir`` of an interrupted call keeps the images already
-    written, rewrites ``labels.csv`` from the params, writes the rest, and ends with the same bytes as an
-    uninterrupted run. A call with other arguments raises ``ValueError`` naming the options that differ.
-
-    Args:
-        label_table: label table (``image_id``, ``path`` relative to ``image_root`` or absolute, the class columns,
-            optionally ``source``).
-        image_root: folder the relative paths start from.
-        bank: the patch bank (its canvas is the output size).
-        stats: label statistics the classes are drawn from; None: computed from ``label_table``.
-        out_dir: output folder (created).
-        n: number of output rows (default ``len(label_table)``).
-        seed: seed of the draws.
-        p, alpha, max_patches, tail, gamma, beta, jitter, soft_label, tail_quantile, candidates: DADAM options, as in
-            :class:`~dadam.DiseasedAreaAugment`.
-        changed_only: write only the images DADAM changed (mode paste or blend).
-        chunk: label rows per sampler call.
-        stop_after: stop after writing this many new images (simulates a kill; the output stays resumable).
-        progress: tqdm progress bars.
-
-    Returns:
-        an :class:`ExportReport`.
-
-    Raises:
-        ValueError: bad options, missing columns, an ``out_dir`` written with other options, or a non-empty
-            ``out_dir`` without a manifest.
-        FileNotFoundError / RuntimeError: a source image that is missing or cannot be decoded (naming the row).
-
-    Example:
-        >>> report = export(table, "/data/nih", bank, None, "out", n=1000, seed=0, p=1.0)  # doctest: +SKIP
-        >>> print(report.summary())  # doctest: +SKIP
-    """
-    from tqdm.auto import tqdm
-
-    from dadam.data import decode_image
-
-    if not isinstance(label_table, pd.DataFrame):
-        raise TypeError(f"label_table must be a pandas DataFrame, got {type(label_table).__name__}")
-    missing = [c for c in ("image_id", "path") if c not in label_table.columns]
-    if missing:
-        raise ValueError(f"label table lacks columns {missing}; it has {list(label_table.columns)}")
-    if len(label_table) == 0:
-        raise ValueError("label table is empty")
-    n = len(label_table) if n is None else n
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if stop_after is not None and stop_after < 0:
-        raise ValueError(f"stop_after must be >= 0 or None, got {stop_after}")
-    class_names = tuple(bank.class_names)
-    table = label_table.reset_index(drop=True)
-    labels = labels_tensor(table, class_names=class_names)  # (N, C)
-    stats = LabelStats.from_labels(labels, class_names=class_names) if stats is None else stats
-    image_ids = table["image_id"].astype(str).tolist()
-    paths = table["path"].astype(str).tolist()
-    sources = table["source"].astype(str).tolist() if "source" in table.columns else [""] * len(table)
-    root = pathlib.Path(image_root)
-
-    dadam_options = dict(
-        p=float(p),
-        alpha=float(alpha),
-        max_patches=int(max_patches),
-        tail=None if tail is None else [t if isinstance(t, str) else int(t) for t in tail],
-        gamma=float(gamma),
-        beta=float(beta),
-        jitter=float(jitter),
-        soft_label=bool(soft_label),
-        tail_quantile=float(tail_quantile),
-        candidates=int(candidates),
-    )
-    options = dict(
-        seed=int(seed),
-        n=n,
-        **dadam_options,
-        changed_only=bool(changed_only),
-        chunk=int(chunk),
-        canvas=int(bank.canvas),
-        bank_sha256=_digest(bank.tensors()),
-        stats_sha256=_digest({"freq": stats.freq.float(), "corr": stats.corr.float()}),
-        labels_sha256=_digest(
-            {"labels": labels}, "\n".join(f"{a}\t{b}" for a, b in zip(image_ids, paths, strict=True))
-        ),
-    )
-
-    out = pathlib.Path(out_dir)
-    img_dir = out / "images"
-    manifest_path, params_path, csv_path = out / "manifest.json", out / "params.safetensors", out / "labels.csv"
-    out.mkdir(parents=True, exist_ok=True)
-    img_dir.mkdir(exist_ok=True)
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{manifest_path}: not valid JSON ({e}); delete {out} to start over") from e
-        if manifest.get("format") != "dadam.export" or manifest.get("version") != MANIFEST_VERSION:
-            raise ValueError(
-                f"{manifest_path}: format {manifest.get('format')!r} version {manifest.get('version')!r}, "
-                f"expected 'dadam.export' version {MANIFEST_VERSION}"
-            )
-        old = manifest.get("options", {})
-        diff = [k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k)]
-        if diff:
-            detail = ", ".join(f"{k}: manifest {old.get(k)!r}, this call {options.get(k)!r}" for k in diff)
-            raise ValueError(
-                f"{out} was written with other arguments ({detail}); rerun with the manifest's arguments to resume, "
-                "or use another out_dir"
-            )
-        params = load_params(params_path)
-        if _digest({k: getattr(params, k) for k in _PARAM_FIELDS}) != manifest.get("params_sha256"):
-            raise ValueError(f"{params_path}: checksum differs from {manifest_path}: corrupt file; delete {out}")
-    else:
-        leftovers = [q.name for q in img_dir.iterdir() if not q.name.endswith(".tmp")]
-        if leftovers or csv_path.exists():
-            raise ValueError(
-                f"{out} holds files ({leftovers[:3] or ['labels.csv']}...) but no manifest.json: not an export "
-                "folder or a damaged one; use an empty out_dir"
-            )
-        aug = make_augment(bank, stats, seed=seed, **dadam_options)
-        rows = torch.arange(n) % len(table)  # (n,) source row of each output
-        params = draw_params(labels[rows], aug, chunk=chunk, progress=progress)
-        manifest = dict(
-            format="dadam.export",
-            version=MANIFEST_VERSION,
-            options=options,
-            params_file=params_path.name,
-            params_sha256=_save_params(params, params_path),
-        )
-
-    # Output jobs, file names and CSV rows are a pure function of the params: recomputed on every (re)start.
-    mode = params.mode.tolist()
-    jobs = [i for i in range(n) if not changed_only or mode[i] != MODE_NONE]
-    stems = [_safe_stem(s) for s in image_ids]
-    names = {i: f"{i:07d}_{stems[i % len(table)]}.png" for i in jobs}
-    modes = {name: 0 for name in MODE_NAMES.values()}
-    for i in jobs:
-        modes[MODE_NAMES[mode[i]]] += 1
-    new_labels = params.labels.tolist()
-    header = ["image_id", "path", *class_names, "source", "source_image_id", "source_path", "mode", "patches"]
-
-    def csv_row(i: int) -> list[str]:
-        r = i % len(table)
-        pls = placements(bank, params, i)
-        patches = [
-            {
-                "class": class_names[pl.cls],
-                "patch": pl.patch_id,
-                "box": [pl.x0, pl.y0, pl.x0 + pl.patch.shape[1], pl.y0 + pl.patch.shape[0]],
-                "alpha": round(pl.alpha, 6),
-                "donor": bank.donors[pl.patch_id],
-            }
-            for pl in pls
-        ]
-        return [
-            names[i].removesuffix(".png"),
-            f"images/{names[i]}",
-            *(_fmt_label(v) for v in new_labels[i]),
-            sources[r],
-            image_ids[r],
-            paths[r],
-            MODE_NAMES[mode[i]],
-            json.dumps(patches, separators=(",", ":")),
-        ]
-
-    def csv_text(indices: Sequence[int]) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(csv_row(i) for i in indices)
-        return buf.getvalue()
-
-    for q in img_dir.glob(".*.tmp"):  # temporary files of a killed call
-        q.unlink()
-    done = [i for i in jobs if (img_dir / names[i]).is_file()]
-    done_set = set(done)
-    todo = [i for i in jobs if i not in done_set]
-    # The manifest first: a kill before the CSV exists leaves a folder the next call resumes (a CSV without a
-    # manifest is refused as a foreign folder).
-    manifest.update(total=len(jobs), done=len(done), complete=False)
-    _atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _atomic_write(csv_path, csv_text(done))  # drops a torn last row of a killed call
-
-    written = 0
-    limit = len(todo) if stop_after is None else min(stop_after, len(todo))
-    with open(csv_path, "a", newline="") as fcsv:
-        writer = csv.writer(fcsv, lineterminator="\n")
-        for i in tqdm(todo[:limit], disable=not progress, desc="dadam export", unit="img"):
-            r = i % len(table)
-            src = paths[r] if os.path.isabs(paths[r]) else str(root / paths[r])
-            if not os.path.exists(src):
-                raise FileNotFoundError(f"row {r} (image_id {image_ids[r]!r}): image file {src} not found")
-            try:
-                image = decode_image(src, canvas=bank.canvas)[0].numpy()  # (S, S) uint8
-            except Exception as e:
-                raise RuntimeError(f"row {r} (image_id {image_ids[r]!r}): cannot decode {src}: {e}") from e
-            result = augment_image(image, placements(bank, params, i))
-            _atomic_write(img_dir / names[i], _png_bytes(result))
-            writer.writerow(csv_row(i))
-            fcsv.flush()
-            written += 1
-    complete = len(done) + written == len(jobs)
-    if complete:
-        _atomic_write(csv_path, csv_text(jobs))  # output order, whatever order a resumed run wrote in
-    manifest.update(done=len(done) + written, complete=complete)
-    _atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return ExportReport(out, len(jobs), written, len(done), complete, modes)

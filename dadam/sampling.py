@@ -17,6 +17,7 @@ Per sample, with probability ``p`` (see :func:`sample` for the details):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -70,6 +71,23 @@ class DadamParams:
     @property
     def max_patches(self) -> int:
         return int(self.active.shape[1])
+
+    @classmethod
+    def cat(cls, parts: Sequence[DadamParams]) -> DadamParams:
+        """Params of several batches joined along the batch dimension (``torch.cat`` of every field).
+
+        Args:
+            parts: params with the same ``max_patches`` and number of classes, on one device.
+
+        Returns:
+            params with ``sum(len(p) for p in parts)`` samples, in order.
+
+        Example:
+            >>> params = DadamParams.cat([aug.sample(y[:4096]), aug.sample(y[4096:])])  # doctest: +SKIP
+        """
+        if not parts:
+            raise ValueError("DadamParams.cat needs at least one DadamParams, got an empty sequence")
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
 
 def sampling_weights(

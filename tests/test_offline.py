@@ -1,7 +1,9 @@
-"""Offline DADAM (dadam.offline, python -m dadam.export): parity with the online op, resumable export, manifest."""
+"""Offline DADAM (dadam.offline, dadam.export, python -m dadam.export): parity with the online op, resumable export,
+manifest, and the earlier import paths."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -14,9 +16,11 @@ from PIL import Image
 
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.data import decode_image
+from dadam.export import export, load_params
 from dadam.export import main as export_main
 from dadam.labels import CXR_LT_CLASSES
-from dadam.offline import Placement, augment_image, export, load_params, placements
+from dadam.offline import Placement, augment_image, placements
+from dadam.sampling import DadamParams
 from tests.helpers import NF, make_bank, make_images, make_label_table
 
 CANVAS = 64
@@ -260,20 +264,20 @@ def test_export_cli_resizes_like_online_pipeline(tmp_path, bank, train_labels, c
 
 
 def test_export_killed_before_the_first_manifest_resumes(tmp_path, bank, train_labels, monkeypatch):
-    import dadam.offline as offline
+    import dadam.export as export_module
 
     table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 4), CANVAS)
-    real = offline._atomic_write
+    real = export_module.atomic_write
 
     def killed_at_manifest(path, data):
         if pathlib.Path(path).name == "manifest.json":
             raise KeyboardInterrupt  # the kill
         real(path, data)
 
-    monkeypatch.setattr(offline, "_atomic_write", killed_at_manifest)
+    monkeypatch.setattr(export_module, "atomic_write", killed_at_manifest)
     with pytest.raises(KeyboardInterrupt):
         export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
-    monkeypatch.setattr(offline, "_atomic_write", real)
+    monkeypatch.setattr(export_module, "atomic_write", real)
     report = export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
     assert report.complete and report.written == 4
 
@@ -301,3 +305,43 @@ def test_labels_tensor_rejects_non_numeric_cells():
     table.loc[2, "Hernia"] = "yes"
     with pytest.raises(ValueError, match=r"row 2 \(index 2\), column 'Hernia': 'yes' is not a number"):
         labels_tensor(table)
+
+
+def test_export_names_still_import_from_dadam_offline():
+    import dadam.export as export_module
+    import dadam.formats as formats
+    import dadam.offline as offline
+    from dadam.offline import (  # noqa: F401  (each name must resolve)
+        MANIFEST_VERSION,
+        ExportReport,
+        cat_params,
+        draw_params,
+        labels_tensor,
+        load_params,
+        make_augment,
+    )
+    from dadam.offline import export as export_fn
+
+    for name in ("MANIFEST_VERSION", "ExportReport", "draw_params", "load_params", "make_augment"):
+        assert getattr(offline, name) is getattr(export_module, name), name
+    assert export_fn is export_module.export and labels_tensor is formats.labels_tensor
+    assert cat_params == DadamParams.cat
+    from dadam.export import read_label_table
+
+    assert read_label_table is formats.read_label_table
+    assert {"export", "cat_params", "augment_image"} <= set(dir(offline))
+    with pytest.raises(AttributeError, match="module 'dadam.offline' has no attribute 'exportt'"):
+        offline.exportt  # noqa: B018
+
+
+def test_params_cat_joins_batches_in_order(bank, train_labels):
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(train_labels), p=1.0, generator=0)
+    a, b = aug.sample(train_labels[:5]), aug.sample(train_labels[5:12])
+    joined = DadamParams.cat([a, b])
+    assert len(joined) == 12
+    for f in dataclasses.fields(DadamParams):
+        whole = getattr(joined, f.name)
+        assert torch.equal(whole[:5], getattr(a, f.name)) and torch.equal(whole[5:], getattr(b, f.name)), f.name
+    assert torch.equal(DadamParams.cat([a]).boxes, a.boxes)
+    with pytest.raises(ValueError, match="DadamParams.cat needs at least one DadamParams"):
+        DadamParams.cat([])
