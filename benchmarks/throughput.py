@@ -860,7 +860,9 @@ def _offline_group(cfg: BenchConfig, bar, results: list[Result]) -> None:
             src = pathlib.Path(tmp) / "src"
             src.mkdir()
             table = _write_jpegs(src, n, cfg.size, cfg.seed)
-            options = dict(seed=cfg.seed, p=1.0, max_patches=MAX_PATCHES, progress=False)
+            from dadam.config import DadamConfig
+
+            options = dict(seed=cfg.seed, config=DadamConfig(p=1.0, max_patches=MAX_PATCHES), progress=False)
             export(table.iloc[:1], src, bank, stats, pathlib.Path(tmp) / "warmup", **options)  # imports, caches
             t0 = time.perf_counter()
             rep = export(table, src, bank, stats, pathlib.Path(tmp) / "out", **options)

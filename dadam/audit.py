@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dadam._cli import add_augment_options, augment_options
 from dadam.bank import PatchBank
+from dadam.config import DadamConfig, add_dadam_arguments, dadam_config_from_args
 from dadam.export import draw_params, make_augment
 from dadam.files import atomic_write
 from dadam.formats import labels_tensor, read_label_table
@@ -72,8 +72,9 @@ class AuditResult:
         patches: ``(C,)`` number of patches placed per class.
         tail: the tail classes the sampler drew from.
         counts: ``rows``, ``repeats``, ``samples``, ``unchanged``, ``paste``, ``blend``, ``patches``.
-        options: the DADAM options and seed of the run.
+        options: the DADAM options (``tail``: the tail classes drawn from), seed and chunk of the run.
         seconds: wall time of the draws and statistics.
+        config: the DADAM options of the run.
     """
 
     class_names: tuple[str, ...]
@@ -88,6 +89,7 @@ class AuditResult:
     counts: dict[str, int] = field(default_factory=dict)
     options: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    config: DadamConfig = field(default_factory=DadamConfig)
 
     @property
     def raise_factor(self) -> np.ndarray:
@@ -186,6 +188,7 @@ class AuditResult:
             "tail": list(self.tail),
             "counts": self.counts,
             "options": self.options,
+            "config": self.config.to_dict(),
             "seconds": self.seconds,
             "corr_kept": self.corr_kept,
             "freq_before": self.freq_before.tolist(),
@@ -202,16 +205,7 @@ def audit_labels(
     bank: PatchBank,
     stats: LabelStats | None = None,
     *,
-    p: float = 0.5,
-    alpha: float = 0.6,
-    max_patches: int = 3,
-    tail: Sequence[str | int] | None = None,
-    gamma: float = 1.0,
-    beta: float = 1.0,
-    jitter: float = 0.0,
-    soft_label: bool = False,
-    tail_quantile: float = 0.5,
-    candidates: int = 8,
+    config: DadamConfig | None = None,
     seed: int = 0,
     repeats: int = 1,
     chunk: int = 65536,
@@ -226,8 +220,7 @@ def audit_labels(
         labels: a label table (DataFrame with the class columns) or an ``(N, C)`` matrix; 1 / 0 / NaN (unknown).
         bank: the patch bank (only its index is used: classes and boxes).
         stats: the statistics the sampler draws from; None: computed from ``labels``.
-        p, alpha, max_patches, tail, gamma, beta, jitter, soft_label, tail_quantile, candidates: DADAM options, as in
-            :class:`~dadam.DiseasedAreaAugment`.
+        config: the DADAM options (default ``DadamConfig()``).
         seed: seed of the draws.
         repeats: epochs of draws (``>= 1``).
         chunk: rows per sampler call.
@@ -237,7 +230,7 @@ def audit_labels(
         an :class:`AuditResult`.
 
     Example:
-        >>> result = audit_labels(table, bank, p=0.5, seed=0)  # doctest: +SKIP
+        >>> result = audit_labels(table, bank, config=DadamConfig(p=0.5), seed=0)  # doctest: +SKIP
         >>> print(result.headline())  # doctest: +SKIP
     """
     t0 = time.perf_counter()
@@ -251,19 +244,8 @@ def audit_labels(
         if y.ndim != 2 or y.shape[1] != len(class_names):
             raise ValueError(f"labels must be (N, {len(class_names)}), got shape {tuple(y.shape)}")
     stats = LabelStats.from_labels(y, class_names=class_names) if stats is None else stats
-    options = dict(
-        p=p,
-        alpha=alpha,
-        max_patches=max_patches,
-        tail=tail,
-        gamma=gamma,
-        beta=beta,
-        jitter=jitter,
-        soft_label=soft_label,
-        tail_quantile=tail_quantile,
-        candidates=candidates,
-    )
-    aug = make_augment(bank, stats, seed=seed, **options)
+    config = DadamConfig() if config is None else config
+    aug = make_augment(bank, stats, config, seed=seed)
     params = draw_params(y.repeat(repeats, 1), aug, chunk=chunk, progress=progress)
     after = params.labels
     patches = torch.bincount(params.classes[params.active].reshape(-1), minlength=len(class_names))
@@ -288,7 +270,8 @@ def audit_labels(
         patches=patches.numpy(),
         tail=tuple(aug.tail_names),
         counts=counts,
-        options={**options, "seed": seed, "chunk": chunk, "tail": list(aug.tail_names)},
+        options={**config.to_dict(), "seed": seed, "chunk": chunk, "tail": list(aug.tail_names)},
+        config=config,
         seconds=time.perf_counter() - t0,
     )
 
@@ -551,7 +534,7 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--phantom-bank", action="store_true", help="a bank of phantom lesions of every class")
     bk.add_argument("--canvas", type=int, default=448, help="canvas of a bank built here")
     opt = ap.add_argument_group("DADAM options")
-    add_augment_options(opt)
+    add_dadam_arguments(opt)
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--repeats", type=int, default=1)
     out = ap.add_argument_group("output")
@@ -600,15 +583,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             bank = phantom_bank(canvas=args.canvas, progress=True)
         print(bank)
-        options = augment_options(args)
-        result = audit_labels(table, bank, stats, seed=args.seed, repeats=args.repeats, progress=True, **options)
+        config = dadam_config_from_args(args)
+        result = audit_labels(table, bank, stats, config=config, seed=args.seed, repeats=args.repeats, progress=True)
         out = pathlib.Path(args.out)
         written = list(result.save(out, prefix=args.prefix).values())
         written.append(plot_label_distribution(result, out / f"{args.prefix}dist.png"))
         written.append(plot_correlation(result, out / f"{args.prefix}corr.png"))
         print(result.headline())
         if args.grid:
-            written.append(_grid(args, table, bank, stats, options, out / f"{args.prefix}grid.png"))
+            written.append(_grid(args, table, bank, stats, config, out / f"{args.prefix}grid.png"))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -617,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, options, path: pathlib.Path) -> pathlib.Path:
+def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, config: DadamConfig, path: pathlib.Path) -> pathlib.Path:
     """Decode the chosen rows at the bank's canvas, run DADAM on them (seeded) and save the grid."""
     from dadam.augment import DiseasedAreaAugment
     from dadam.data import decode_image
@@ -638,7 +621,7 @@ def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, options, path: path
     )  # (B, 1, S, S) uint8
     labels = labels_tensor(rows, class_names=bank.class_names)
     stats = LabelStats.from_labels(table, class_names=bank.class_names) if stats is None else stats
-    aug = DiseasedAreaAugment(bank, stats, generator=args.seed, **options)
+    aug = DiseasedAreaAugment.from_config(bank, stats, config, generator=args.seed)
     out, new_labels, params = aug(images, labels, return_params=True)
     modes = params.mode.tolist()
     print(

@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dadam._cli import add_augment_options, augment_options
 from dadam.augment import DiseasedAreaAugment
 from dadam.bank import PatchBank
+from dadam.config import DadamConfig, add_dadam_arguments, dadam_config_from_args
 from dadam.files import atomic_write, remove_stale_temporaries, tensor_digest
 from dadam.formats import LABEL_FORMATS, labels_tensor, read_label_table
 from dadam.offline import augment_image, placements
@@ -56,7 +56,7 @@ __all__ = [
     "read_label_table",
 ]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 MODE_NAMES = {MODE_NONE: "none", MODE_PASTE: "paste", MODE_BLEND: "blend"}
 _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(DadamParams))
 
@@ -66,38 +66,22 @@ _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(DadamParams))
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def make_augment(
-    bank: PatchBank,
-    stats: LabelStats,
-    *,
-    seed: int,
-    p: float,
-    alpha: float,
-    max_patches: int,
-    tail: Sequence[str | int] | None,
-    gamma: float,
-    beta: float,
-    jitter: float,
-    soft_label: bool,
-    tail_quantile: float,
-    candidates: int,
-) -> DiseasedAreaAugment:
-    """The :class:`~dadam.DiseasedAreaAugment` the offline tools draw params with (on the CPU, seeded by ``seed``)."""
-    return DiseasedAreaAugment(
-        bank.to("cpu"),
-        stats.to("cpu"),
-        p=p,
-        alpha=alpha,
-        max_patches=max_patches,
-        tail=tail,
-        gamma=gamma,
-        beta=beta,
-        jitter=jitter,
-        generator=int(seed),
-        soft_label=soft_label,
-        tail_quantile=tail_quantile,
-        candidates=candidates,
-    )
+def make_augment(bank: PatchBank, stats: LabelStats, config: DadamConfig, *, seed: int) -> DiseasedAreaAugment:
+    """The :class:`~dadam.DiseasedAreaAugment` the offline tools draw params with: on the CPU, seeded by ``seed``.
+
+    Args:
+        bank: the patch bank (moved to the CPU).
+        stats: the label statistics the classes are drawn from (moved to the CPU).
+        config: the DADAM options (validated here).
+        seed: seed of the module's generator.
+
+    Returns:
+        the module (:meth:`~dadam.DiseasedAreaAugment.sample` draws the params; :func:`draw_params` uses it).
+
+    Example:
+        >>> aug = make_augment(bank, stats, DadamConfig(p=1.0), seed=0)  # doctest: +SKIP
+    """
+    return DiseasedAreaAugment.from_config(bank.to("cpu"), stats.to("cpu"), config, generator=int(seed))
 
 
 def draw_params(
@@ -121,7 +105,7 @@ def draw_params(
         labels ``(N, C)`` -> params with ``N`` samples.
 
     Example:
-        >>> params = draw_params(labels, make_augment(bank, stats, seed=0, ...))  # doctest: +SKIP
+        >>> params = draw_params(labels, make_augment(bank, stats, DadamConfig(), seed=0))  # doctest: +SKIP
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -180,6 +164,43 @@ def _safe_stem(image_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", pathlib.PurePath(image_id).stem) or "image"
 
 
+def _plain_config(config: DadamConfig | None) -> DadamConfig:
+    """The validated config with plain JSON values (tail indices as ``int``), for the manifest."""
+    if config is None:
+        return DadamConfig()
+    if not isinstance(config, DadamConfig):
+        raise TypeError(f"config must be a DadamConfig or None, got {type(config).__name__}")
+    config.validate()
+    if config.tail is not None:
+        config = config.replace(tail=tuple(t if isinstance(t, str) else int(t) for t in config.tail))
+    return config
+
+
+def _read_manifest(path: pathlib.Path) -> dict:
+    """The manifest of an earlier call, its ``config`` as a :class:`DadamConfig`; version 1 (the DADAM options among
+    ``options``) is read too."""
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete {path.parent} to start over") from e
+    if manifest.get("format") != "dadam.export" or manifest.get("version") not in (1, MANIFEST_VERSION):
+        raise ValueError(
+            f"{path}: format {manifest.get('format')!r} version {manifest.get('version')!r}, "
+            f"expected 'dadam.export' version 1 or {MANIFEST_VERSION}"
+        )
+    options = dict(manifest.get("options", {}))
+    if manifest["version"] == 1:
+        names = {f.name for f in dataclasses.fields(DadamConfig)}
+        manifest["config"] = {k: options.pop(k) for k in list(options) if k in names}
+        manifest["version"] = MANIFEST_VERSION
+    try:
+        manifest["config"] = DadamConfig.from_dict(manifest.get("config", {}))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable DADAM config ({e}); delete {path.parent} to start over") from e
+    manifest["options"] = options
+    return manifest
+
+
 @dataclass
 class ExportReport:
     """What :func:`export` did.
@@ -215,18 +236,9 @@ def export(
     stats: LabelStats | None,
     out_dir: str | os.PathLike,
     *,
+    config: DadamConfig | None = None,
     n: int | None = None,
     seed: int = 0,
-    p: float = 0.5,
-    alpha: float = 0.6,
-    max_patches: int = 3,
-    tail: Sequence[str | int] | None = None,
-    gamma: float = 1.0,
-    beta: float = 1.0,
-    jitter: float = 0.0,
-    soft_label: bool = False,
-    tail_quantile: float = 0.5,
-    candidates: int = 8,
     changed_only: bool = False,
     chunk: int = 65536,
     stop_after: int | None = None,
@@ -247,8 +259,8 @@ def export(
       ``source``, ``source_image_id``, ``source_path``, ``mode`` (none / paste / blend), ``patches`` (JSON list of
       ``{"class", "patch", "box", "alpha", "donor"}``), in output order;
     - ``params.safetensors``: the :class:`~dadam.sampling.DadamParams` of all ``n`` rows (:func:`load_params`);
-    - ``manifest.json``: format version, options (seed, DADAM options, checksums of bank, stats and labels),
-      ``total``, ``done``, ``complete``.
+    - ``manifest.json``: format version, ``config`` (:meth:`DadamConfig.to_dict`), ``options`` (seed, ``n``, chunk,
+      canvas, checksums of bank, stats and labels), ``total``, ``done``, ``complete``.
 
     Resuming: a call with the same arguments on an ``out_dir`` of an interrupted call keeps the images already
     written, rewrites ``labels.csv`` from the params, writes the rest, and ends with the same bytes as an
@@ -261,10 +273,9 @@ def export(
         bank: the patch bank (its canvas is the output size).
         stats: label statistics the classes are drawn from; None: computed from ``label_table``.
         out_dir: output folder (created).
+        config: the DADAM options (default ``DadamConfig()``).
         n: number of output rows (default ``len(label_table)``).
         seed: seed of the draws.
-        p, alpha, max_patches, tail, gamma, beta, jitter, soft_label, tail_quantile, candidates: DADAM options, as in
-            :class:`~dadam.DiseasedAreaAugment`.
         changed_only: write only the images DADAM changed (mode paste or blend).
         chunk: label rows per sampler call.
         stop_after: stop after writing this many new images (simulates a kill; the output stays resumable).
@@ -274,12 +285,13 @@ def export(
         an :class:`ExportReport`.
 
     Raises:
-        ValueError: bad options, missing columns, an ``out_dir`` written with other options, or a non-empty
-            ``out_dir`` without a manifest.
+        ValueError: bad options, missing columns, an ``out_dir`` written with another config or other options (the
+            message names each one that differs), or a non-empty ``out_dir`` without a manifest.
+        TypeError: ``config`` is not a :class:`~dadam.config.DadamConfig`.
         FileNotFoundError / RuntimeError: a source image that is missing or cannot be decoded (naming the row).
 
     Example:
-        >>> report = export(table, "/data/nih", bank, None, "out", n=1000, seed=0, p=1.0)  # doctest: +SKIP
+        >>> report = export(table, "/data/nih", bank, None, "out", config=DadamConfig(p=1.0), n=1000)  # doctest: +SKIP
         >>> print(report.summary())  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
@@ -296,6 +308,7 @@ def export(
     n = len(label_table) if n is None else n
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
+    config = _plain_config(config)
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"stop_after must be >= 0 or None, got {stop_after}")
     class_names = tuple(bank.class_names)
@@ -307,22 +320,9 @@ def export(
     sources = table["source"].astype(str).tolist() if "source" in table.columns else [""] * len(table)
     root = pathlib.Path(image_root)
 
-    dadam_options = dict(
-        p=float(p),
-        alpha=float(alpha),
-        max_patches=int(max_patches),
-        tail=None if tail is None else [t if isinstance(t, str) else int(t) for t in tail],
-        gamma=float(gamma),
-        beta=float(beta),
-        jitter=float(jitter),
-        soft_label=bool(soft_label),
-        tail_quantile=float(tail_quantile),
-        candidates=int(candidates),
-    )
     options = dict(
         seed=int(seed),
         n=n,
-        **dadam_options,
         changed_only=bool(changed_only),
         chunk=int(chunk),
         canvas=int(bank.canvas),
@@ -339,23 +339,20 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     img_dir.mkdir(exist_ok=True)
     if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{manifest_path}: not valid JSON ({e}); delete {out} to start over") from e
-        if manifest.get("format") != "dadam.export" or manifest.get("version") != MANIFEST_VERSION:
-            raise ValueError(
-                f"{manifest_path}: format {manifest.get('format')!r} version {manifest.get('version')!r}, "
-                f"expected 'dadam.export' version {MANIFEST_VERSION}"
-            )
-        old = manifest.get("options", {})
-        diff = [k for k in sorted(set(old) | set(options)) if old.get(k) != options.get(k)]
-        if diff:
-            detail = ", ".join(f"{k}: manifest {old.get(k)!r}, this call {options.get(k)!r}" for k in diff)
+        manifest = _read_manifest(manifest_path)
+        changed = {
+            k: (manifest["options"].get(k), options.get(k))
+            for k in set(manifest["options"]) | set(options)
+            if manifest["options"].get(k) != options.get(k)
+        }
+        changed.update(manifest["config"].changed(config))
+        if changed:
+            detail = ", ".join(f"{k}: manifest {a!r}, this call {b!r}" for k, (a, b) in sorted(changed.items()))
             raise ValueError(
                 f"{out} was written with other arguments ({detail}); rerun with the manifest's arguments to resume, "
                 "or use another out_dir"
             )
+        manifest["config"] = config.to_dict()
         params = load_params(params_path)
         if tensor_digest({k: getattr(params, k) for k in _PARAM_FIELDS}) != manifest.get("params_sha256"):
             raise ValueError(f"{params_path}: checksum differs from {manifest_path}: corrupt file; delete {out}")
@@ -366,12 +363,13 @@ def export(
                 f"{out} holds files ({leftovers[:3] or ['labels.csv']}...) but no manifest.json: not an export "
                 "folder or a damaged one; use an empty out_dir"
             )
-        aug = make_augment(bank, stats, seed=seed, **dadam_options)
+        aug = make_augment(bank, stats, config, seed=seed)
         rows = torch.arange(n) % len(table)  # (n,) source row of each output
         params = draw_params(labels[rows], aug, chunk=chunk, progress=progress)
         manifest = dict(
             format="dadam.export",
             version=MANIFEST_VERSION,
+            config=config.to_dict(),
             options=options,
             params_file=params_path.name,
             params_sha256=_save_params(params, params_path),
@@ -475,7 +473,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--n", type=int, default=None, help="number of output images (default: rows of --labels)")
     ap.add_argument("--seed", type=int, default=0)
-    add_augment_options(ap)
+    add_dadam_arguments(ap.add_argument_group("DADAM options"))
     ap.add_argument("--changed-only", action="store_true", help="write only the images DADAM changed")
     ap.add_argument("--chunk", type=int, default=65536, help="label rows per sampler call")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many new images")
@@ -499,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats,
             args.out,
             n=args.n,
+            config=dadam_config_from_args(args),
             seed=args.seed,
-            **augment_options(args),
             changed_only=args.changed_only,
             chunk=args.chunk,
             stop_after=args.stop_after,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from dadam.audit import (
     plot_label_distribution,
     save_grid,
 )
+from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 from dadam.stats import class_frequencies
 from tests.helpers import NF, make_bank, make_images, make_label_table
@@ -40,7 +42,7 @@ def labels():
 
 @pytest.fixture(scope="module")
 def result(bank, labels):
-    return audit_labels(labels, bank, p=0.5, seed=0, repeats=2)
+    return audit_labels(labels, bank, config=DadamConfig(p=0.5), seed=0, repeats=2)
 
 
 def test_audit_counts_and_identities(result, labels):
@@ -73,12 +75,13 @@ def test_audit_raises_tail_keeps_correlation(result):
 
 
 def test_audit_seeded(bank, labels):
-    a = audit_labels(labels[:2000], bank, p=0.5, seed=3)
-    b = audit_labels(labels[:2000], bank, p=0.5, seed=3)
-    c = audit_labels(labels[:2000], bank, p=0.5, seed=4)
+    a = audit_labels(labels[:2000], bank, config=DadamConfig(p=0.5), seed=3)
+    b = audit_labels(labels[:2000], bank, config=DadamConfig(p=0.5), seed=3)
+    c = audit_labels(labels[:2000], bank, config=DadamConfig(p=0.5), seed=4)
     np.testing.assert_array_equal(a.freq_after, b.freq_after)
     assert not np.array_equal(a.freq_after, c.freq_after)
-    assert audit_labels(labels[:500], bank, p=0.0).counts["unchanged"] == 500
+    assert audit_labels(labels[:500], bank, config=DadamConfig(p=0.0)).counts["unchanged"] == 500
+    assert a.config == DadamConfig(p=0.5) and audit_labels(labels[:10], bank).config == DadamConfig()
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         audit_labels(labels[:10], bank, repeats=0)
     with pytest.raises(ValueError, match=r"labels must be \(N, 26\), got shape \(10, 3\)"):
@@ -91,7 +94,7 @@ def test_audit_phantom_labels_dataframe():
     pb = phantom_bank(canvas=128, per_class=1)
     assert int(pb.covered.sum()) == 25
     table = pd.DataFrame(sample_labels(20000, seed=0), columns=list(CXR_LT_CLASSES))
-    r = audit_labels(table, pb, p=0.5, seed=0)
+    r = audit_labels(table, pb, config=DadamConfig(p=0.5), seed=0)
     rare = np.argsort(r.freq_before)[:5]  # the five rarest classes gain most
     assert (r.raise_factor[rare] > 2).all(), r.summary().iloc[rare]
     assert r.freq_after[NF] < r.freq_before[NF] and r.corr_kept > 0.5
@@ -149,7 +152,7 @@ def test_audit_100k_rows(bank, capsys):
 
     y = sample_labels(100_000, seed=2)
     t0 = time.perf_counter()
-    r = audit_labels(y, bank, p=0.5, seed=0)
+    r = audit_labels(y, bank, config=DadamConfig(p=0.5), seed=0)
     seconds = time.perf_counter() - t0
     with capsys.disabled():
         print(f"\naudit over 100k label rows: {seconds:.2f} s")
@@ -159,7 +162,10 @@ def test_audit_100k_rows(bank, capsys):
 def test_cli(tmp_path, bank, labels, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
-    assert e.value.code == 0 and "--grid" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert e.value.code == 0 and "--grid" in shown
+    for flag in ("--p ", "--alpha", "--max-patches", "--tail ", "--tail-quantile", "--soft-label", "--candidates"):
+        assert flag in shown, flag
     root = tmp_path / "data"
     (root / "img").mkdir(parents=True)
     y = labels[:8].numpy()
@@ -199,5 +205,23 @@ def test_cli(tmp_path, bank, labels, capsys):
     for name in ("summary.csv", "summary.md", "audit.json", "dist.png", "corr.png", "grid.png"):
         assert (out / f"t_{name}").stat().st_size > 100
     assert Image.open(out / "t_grid.png").size == (4 * 68 + 4, 2 * 68 + 4)
+    doc = json.loads((out / "t_audit.json").read_text())
+    assert doc["config"] == DadamConfig(p=1.0).to_dict() and doc["options"]["p"] == 1.0
+    assert (
+        main(
+            [
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--bank",
+                str(tmp_path / "bank.safetensors"),
+                "--out",
+                str(out),
+                "--alpha",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert "alpha must be in (0, 1], got 0.0" in capsys.readouterr().err
     assert main(["--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
     assert "exactly one of --bank" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from dadam import DiseasedAreaAugment, LabelStats
+from dadam.config import DadamConfig
 from dadam.data import decode_image
 from dadam.export import export, load_params
 from dadam.export import main as export_main
@@ -25,6 +26,7 @@ from tests.helpers import NF, make_bank, make_images, make_label_table
 
 CANVAS = 64
 TAILS = ("Fibrosis", "Hernia", "Pneumoperitoneum")
+ONE = DadamConfig(p=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +129,8 @@ def test_export_matches_online_and_labels(tmp_path, bank, train_labels):
         LabelStats.from_labels(train_labels),
         out,
         n=14,
+        config=DadamConfig(p=1.0, jitter=0.05),
         seed=0,
-        p=1.0,
-        jitter=0.05,
         progress=False,
     )
     assert report.complete and report.written == 14 and report.total == 14 and report.skipped == 0
@@ -167,7 +168,7 @@ def _tree(root: pathlib.Path) -> dict[str, bytes]:
 def test_export_resumable_after_kill(tmp_path, bank, train_labels):
     labels = _mixed_labels(train_labels, 8)
     table = _write_dataset(tmp_path / "src", labels, CANVAS)
-    kw = dict(n=12, seed=5, p=1.0, progress=False)
+    kw = dict(config=DadamConfig(p=1.0), n=12, seed=5, progress=False)
     full = export(table, tmp_path / "src", bank, None, tmp_path / "a", **kw)
     assert full.complete
     part = export(table, tmp_path / "src", bank, None, tmp_path / "b", stop_after=5, **kw)
@@ -192,15 +193,25 @@ def test_export_resumable_after_kill(tmp_path, bank, train_labels):
 def test_export_manifest_mismatch_and_bad_dirs(tmp_path, bank, train_labels):
     labels = _mixed_labels(train_labels, 4)
     table = _write_dataset(tmp_path / "src", labels, CANVAS)
-    export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=1.0, progress=False)
+    export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, config=ONE, progress=False)
     with pytest.raises(ValueError, match=r"seed: manifest 0, this call 1"):
-        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=1, p=1.0, progress=False)
+        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=1, config=ONE, progress=False)
     with pytest.raises(ValueError, match=r"alpha: manifest 0.6, this call 0.5.*p: manifest 1.0, this call 0.9"):
-        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=0.9, alpha=0.5, progress=False)
+        export(
+            table,
+            tmp_path / "src",
+            bank,
+            None,
+            tmp_path / "out",
+            n=4,
+            seed=0,
+            config=DadamConfig(p=0.9, alpha=0.5),
+            progress=False,
+        )
     other = table.copy()
     other.loc[0, "Mass"] = 1.0
     with pytest.raises(ValueError, match="labels_sha256"):
-        export(other, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, p=1.0, progress=False)
+        export(other, tmp_path / "src", bank, None, tmp_path / "out", n=4, seed=0, config=ONE, progress=False)
     junk = tmp_path / "junk"
     (junk / "images").mkdir(parents=True)
     (junk / "images" / "x.png").write_bytes(b"")
@@ -212,13 +223,48 @@ def test_export_manifest_mismatch_and_bad_dirs(tmp_path, bank, train_labels):
         export(missing, tmp_path / "src", bank, None, tmp_path / "m", n=4, progress=False)
     with pytest.raises(ValueError, match="label table is missing class columns"):
         export(table.drop(columns=["Mass"]), tmp_path / "src", bank, None, tmp_path / "c", progress=False)
+    with pytest.raises(TypeError, match="config must be a DadamConfig or None, got dict"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "d", config={"p": 1.0}, progress=False)
+    with pytest.raises(ValueError, match=r"max_patches must be an int >= 1, got 0"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "e", config=DadamConfig(max_patches=0), progress=False)
+
+
+def test_export_manifest_records_the_config_and_reads_version_1(tmp_path, bank, train_labels):
+    table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 6), CANVAS)
+    config = DadamConfig(p=1.0, max_patches=2, tail=("Fibrosis", "Hernia"), soft_label=True)
+    kw = dict(config=config, n=6, seed=1, progress=False)
+    export(table, tmp_path / "src", bank, None, tmp_path / "a", **kw)
+    export(table, tmp_path / "src", bank, None, tmp_path / "b", stop_after=2, **kw)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["config"] == config.to_dict()
+    assert DadamConfig.from_dict(manifest["config"]) == config
+    assert not set(manifest["options"]) & {"p", "alpha", "max_patches", "tail"}
+    # the manifest layout of version 1: the DADAM options among the other options
+    v1 = {**manifest, "version": 1, "options": {**manifest["options"], **manifest.pop("config")}}
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(v1))
+    with pytest.raises(ValueError, match=r"max_patches: manifest 2, this call 3"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "b", **{**kw, "config": config.replace(max_patches=3)})
+    report = export(table, tmp_path / "src", bank, None, tmp_path / "b", **kw)
+    assert report.complete and report.skipped == 2 and report.written == 4
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # the manifest is written back as version 2
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps({**v1, "version": 7}))
+    with pytest.raises(ValueError, match=r"version 7, expected 'dadam.export' version 1 or 2"):
+        export(table, tmp_path / "src", bank, None, tmp_path / "b", **kw)
 
 
 def test_export_changed_only(tmp_path, bank, train_labels):
     labels = _mixed_labels(train_labels, 10)
     table = _write_dataset(tmp_path / "src", labels, CANVAS)
     report = export(
-        table, tmp_path / "src", bank, None, tmp_path / "out", seed=2, p=0.5, changed_only=True, progress=False
+        table,
+        tmp_path / "src",
+        bank,
+        None,
+        tmp_path / "out",
+        config=DadamConfig(p=0.5),
+        seed=2,
+        changed_only=True,
+        progress=False,
     )
     params = load_params(tmp_path / "out" / "params.safetensors")
     changed = [i for i in range(10) if params.changed[i]]
@@ -231,7 +277,10 @@ def test_export_changed_only(tmp_path, bank, train_labels):
 def test_export_cli_resizes_like_online_pipeline(tmp_path, bank, train_labels, capsys):
     with pytest.raises(SystemExit) as e:
         export_main(["--help"])
-    assert e.value.code == 0 and "--max-patches" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert e.value.code == 0
+    for flag in ("--p ", "--alpha", "--max-patches", "--tail ", "--tail-quantile", "--soft-label", "--candidates"):
+        assert flag in shown, flag
     labels = _mixed_labels(train_labels, 6)
     table = _write_dataset(tmp_path / "src", labels, 96)  # not the canvas: resized on the way in
     table.to_csv(tmp_path / "labels.csv", index=False)
@@ -253,6 +302,12 @@ def test_export_cli_resizes_like_online_pipeline(tmp_path, bank, train_labels, c
     assert export_main([*args, "--seed", "3"]) == 0
     assert export_main([*args, "--seed", "4"]) == 2
     assert "seed: manifest 3, this call 4" in capsys.readouterr().err
+    assert export_main([*args, "--seed", "3", "--max-patches", "2"]) == 2
+    assert "max_patches: manifest 3, this call 2" in capsys.readouterr().err
+    assert export_main([*args, "--seed", "3", "--p", "2"]) == 2
+    assert "p must be in [0, 1], got 2.0" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"] == DadamConfig(p=1.0).to_dict()
     params = load_params(tmp_path / "out" / "params.safetensors")
     src = torch.stack([decode_image(tmp_path / "src" / p, canvas=CANVAS) for p in table["path"]])
     y = torch.tensor(table[list(CXR_LT_CLASSES)].to_numpy(np.float32))
@@ -276,9 +331,9 @@ def test_export_killed_before_the_first_manifest_resumes(tmp_path, bank, train_l
 
     monkeypatch.setattr(export_module, "atomic_write", killed_at_manifest)
     with pytest.raises(KeyboardInterrupt):
-        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
+        export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, config=ONE, progress=False)
     monkeypatch.setattr(export_module, "atomic_write", real)
-    report = export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, p=1.0, progress=False)
+    report = export(table, tmp_path / "src", bank, None, tmp_path / "out", n=4, config=ONE, progress=False)
     assert report.complete and report.written == 4
 
 
@@ -286,7 +341,7 @@ def test_export_resume_scales_linearly_with_done_images(tmp_path, bank, train_la
     import time
 
     table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 2), CANVAS)
-    kw = dict(n=40_000, p=0.0, stop_after=0, progress=False)
+    kw = dict(config=DadamConfig(p=0.0), n=40_000, stop_after=0, progress=False)
     export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
     for i in range(40_000):  # as if a killed run had written every image
         (tmp_path / "out" / "images" / f"{i:07d}_src{i % 2:03d}.png").touch()
