@@ -12,19 +12,25 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+import dadam.formats
 from dadam.formats import (
     BOX_COLUMNS,
+    LABEL_FORMATS,
     ReadReport,
+    labels_tensor,
     read_chestx_det,
     read_cxr_lt,
+    read_label_table,
     read_mimic,
     read_mura,
     read_nih_boxes,
     read_nih_labels,
     read_vindr,
 )
+from dadam.formats.vindr import box_clusters
 from dadam.labels import (
     CHESTX_DET_TO_CXR_LT,
     CHEXPERT_TO_CXR_LT,
@@ -414,6 +420,71 @@ def test_vindr_majority_matches_slow_reference(tmp_path):
     assert got == _majority_reference(boxes, 0.3)
 
 
+def _clusters_reference(boxes, linked):
+    """Slow single-linkage clustering: union-find over every pair, plain-Python IoU; cluster ids numbered in the order
+    of each cluster's first box."""
+
+    def iou(a, b):
+        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = iw * ih
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    parent = list(range(len(boxes)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in itertools.combinations(range(len(boxes)), 2):
+        if linked(iou(boxes[i], boxes[j])):
+            parent[find(i)] = find(j)
+    ids: dict[int, int] = {}
+    return [ids.setdefault(find(i), len(ids)) for i in range(len(boxes))]
+
+
+@pytest.mark.parametrize("mode", ["union", "majority"])
+def test_box_clusters_match_slow_reference(mode):
+    rng = np.random.default_rng(11)
+    sizes = set()
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        xy = rng.integers(0, 30, (n, 2)) * 5.0  # a coarse grid: touching, nested and identical boxes all occur
+        boxes = np.concatenate([xy, xy + rng.integers(1, 12, (n, 2)) * 5.0], axis=1)
+        thr = float(rng.choice([0.1, 0.3, 0.5, 1.0]))
+        got = box_clusters(torch.as_tensor(boxes), mode=mode, iou=thr)
+        ref = _clusters_reference(boxes.tolist(), (lambda v: v > 0.0) if mode == "union" else (lambda v, t=thr: v >= t))
+        assert got.tolist() == ref, (boxes.tolist(), thr)
+        sizes.add(max(Counter(ref).values()))
+    assert max(sizes) > 3 and 1 in sizes  # the draws make both lone boxes and clusters of several
+
+
+def test_vindr_union_matches_slow_reference(tmp_path):
+    rng = np.random.default_rng(3)
+    classes = {"Cardiomegaly": "Cardiomegaly", "Atelectasis": "Atelectasis", "ILD": "Fibrosis"}
+    rows, boxes = [], {}
+    for k in range(60):
+        image, name = f"img{rng.integers(0, 3)}", str(rng.choice(list(classes)))
+        x, y = rng.integers(0, 60, 2) * 5
+        w, h = rng.integers(1, 10, 2) * 5
+        rater = f"R{k}"
+        rows.append(f"{image},{name},0,{rater},{x},{y},{x + w},{y + h}")
+        boxes.setdefault((image + ".dicom", classes[name]), []).append(
+            (rater, [float(v) for v in (x, y, x + w, y + h)])
+        )
+    union = read_vindr(_vindr_csv(tmp_path, rows), raters="union")
+    ref = []
+    for (image, label), members in boxes.items():
+        ids = _clusters_reference([b for _, b in members], lambda v: v > 0.0)
+        for c in range(max(ids) + 1):
+            m = [members[i] for i in range(len(members)) if ids[i] == c]
+            box = [min(b[0] for _, b in m), min(b[1] for _, b in m), max(b[2] for _, b in m), max(b[3] for _, b in m)]
+            ref.append((image, label, *box, ",".join(sorted(r for r, _ in m))))
+    got = [tuple(r) for r in union[["image_id", "label", "x0", "y0", "x1", "y1", "rater"]].itertuples(index=False)]
+    assert sorted(got) == sorted(ref) and len(ref) < len(rows)
+
+
 def test_vindr_image_root_names_sizes_and_outside(tmp_path, shared_data):
     root = tmp_path / "images"
     root.mkdir()
@@ -622,6 +693,56 @@ def test_mura_missing_study_bad_rows_and_header(shared_data, tmp_path):
         read_mura(stu, img)  # files swapped
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         read_mura(img, tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Label tables in the library's schema, and the package's public names
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_public_names_of_the_package():
+    assert sorted(dadam.formats.__all__) == sorted(
+        [
+            "BORDER_TOLERANCE", "BOX_COLUMNS", "LABEL_FORMATS", "ReadReport", "labels_tensor", "read_chestx_det",
+            "read_cxr_lt", "read_label_table", "read_mimic", "read_mura", "read_nih_boxes", "read_nih_labels",
+            "read_vindr",
+        ]
+    )  # fmt: skip
+    for name in dadam.formats.__all__:
+        assert getattr(dadam.formats, name) is not None, name
+    assert dadam.formats.BORDER_TOLERANCE == 1.0 and LABEL_FORMATS == ("table", "nih", "cxr-lt")
+
+
+def test_read_label_table_formats(tmp_path, shared_data):
+    table = pd.DataFrame({"image_id": ["a.png", "b.png"], "path": ["x/a.png", "x/b.png"]})
+    for j, c in enumerate(CXR_LT_CLASSES):
+        table[c] = [float(j % 2), np.nan]
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    got = read_label_table(tmp_path / "labels.csv")
+    assert got["image_id"].tolist() == ["a.png", "b.png"] and got["path"].tolist() == ["x/a.png", "x/b.png"]
+    y = labels_tensor(got)
+    assert y.shape == (2, 26) and y.dtype == torch.float32
+    assert y[0].tolist() == [float(j % 2) for j in range(26)] and torch.isnan(y[1]).all()
+    nih = read_label_table(shared_data / "nih14" / "Data_Entry_2017_v2020.csv", fmt="nih")
+    assert len(nih) == 32 and nih.attrs["report"].source == "nih"
+    cxr_lt = read_label_table(_cxr_lt_csv(tmp_path, [("d1", {"Edema"})]), fmt="cxr-lt")
+    assert cxr_lt["image_id"].tolist() == ["d1"] and labels_tensor(cxr_lt)[0, CXR_LT_CLASSES.index("Edema")] == 1.0
+    with pytest.raises(ValueError, match=r"label format must be one of \('table', 'nih', 'cxr-lt'\), got 'csv'"):
+        read_label_table(tmp_path / "labels.csv", fmt="csv")
+    table.drop(columns=["path", "Hernia"]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(ValueError, match=r"short.csv: label table lacks columns \['path', 'Hernia'\]"):
+        read_label_table(tmp_path / "short.csv")
+
+
+def test_labels_tensor_columns_and_errors():
+    table = pd.DataFrame({"Mass": [1, 0, None], "Edema": ["1", "0.0", ""], "Hernia": [0.0, 1.0, 0.0]})
+    y = labels_tensor(table, class_names=["Hernia", "Mass"])
+    assert y.shape == (3, 2) and y[:, 0].tolist() == [0.0, 1.0, 0.0] and y[:2, 1].tolist() == [1.0, 0.0]
+    assert torch.isnan(y[2, 1])
+    with pytest.raises(ValueError, match=r"label table is missing class columns \['Atelectasis'"):
+        labels_tensor(table)
+    with pytest.raises(ValueError, match=r"row 2 \(index 2\), column 'Edema': '' is not a number \(1 such cells\)"):
+        labels_tensor(table, class_names=["Edema"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""MURA v1.1 (musculoskeletal radiographs): the header-less image-path and labeled-study lists."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import re
+
+import pandas as pd
+
+from dadam.formats.common import check_file
+from dadam.formats.report import ReadReport, attach_report
+
+__all__ = ["read_mura"]
+
+_MURA_IMAGE_RE = re.compile(
+    r"^(?P<root>.*?)(?P<split>train|valid)/XR_(?P<body_part>[A-Z]+)/(?P<patient>patient\d+)/"
+    r"(?P<study>study\d+_(?P<folder_label>positive|negative))/(?P<image>[^/]+)$"
+)
+_MURA_STUDY_RE = re.compile(r"^(?P<root>.*?)(train|valid)/XR_[A-Z]+/patient\d+/study\d+_(positive|negative)/$")
+_COLUMNS = ["image_id", "path", "split", "body_part", "patient", "study", "label", "source"]
+
+
+def _read_headerless_csv(p: pathlib.Path, ncols: int, example: str, pattern: re.Pattern) -> list[list[str]]:
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        rows = [[c.strip() for c in r] for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and not (len(rows[0]) == ncols and pattern.match(rows[0][0])):
+        raise ValueError(
+            f"{p}: first line {','.join(rows[0])!r} is not a MURA row; expected a header-less CSV with {ncols} "
+            f"column(s), lines like {example!r}"
+        )
+    return rows
+
+
+def read_mura(image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.PathLike) -> pd.DataFrame:
+    """Read MURA v1.1's header-less ``*_image_paths.csv`` and ``*_labeled_studies.csv`` into an image table.
+
+    Args:
+        image_paths_csv: One image path per line (``MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/
+            image1.png``).
+        labeled_studies_csv: ``<study folder>/,<0 or 1>`` per line (1 = abnormal).
+
+    Returns:
+        One row per image: ``image_id`` (= ``path``, the only unique name: MURA's files are called ``image1.png``...),
+        ``path`` (as in the file), ``split`` ("train"/"valid"), ``body_part`` ("ELBOW", "FINGER", "FOREARM", "HAND",
+        "HUMERUS", "SHOULDER", "WRIST"), ``patient`` ("patient00001"), ``study`` ("study1_positive"), ``label`` (int
+        0/1, from the labeled-studies file), ``source="mura"``. ``class_counts`` = ``{"abnormal": n, "normal": n}``.
+        Skip reasons: ``bad_path`` (not a MURA image path), ``missing_study`` (the study is not in the labeled-studies
+        file), ``duplicate``. Notes: ``study_rows_bad`` (labeled-studies lines that are not ``folder/,0|1``),
+        ``label_disagrees_with_folder`` (label vs. the ``_positive``/``_negative`` folder name), ``images_<BODY_PART>``.
+
+    Raises:
+        FileNotFoundError: if a file is missing.
+        ValueError: if a file's first line is not a MURA row (e.g. a header line or the files swapped).
+
+    Example:
+        >>> mura = read_mura("MURA-v1.1/train_image_paths.csv", "MURA-v1.1/train_labeled_studies.csv")  # doctest: +SKIP
+    """
+    p = check_file(image_paths_csv, "MURA image paths CSV")
+    s = check_file(labeled_studies_csv, "MURA labeled studies CSV")
+    images = _read_headerless_csv(
+        p, 1, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png", _MURA_IMAGE_RE
+    )
+    studies_rows = _read_headerless_csv(
+        s, 2, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1", _MURA_STUDY_RE
+    )
+    report = ReadReport(path=str(p), source="mura", rows_read=len(images))
+    studies: dict[str, int] = {}
+    for row in studies_rows:
+        if len(row) != 2 or not _MURA_STUDY_RE.match(row[0]) or row[1] not in ("0", "1"):
+            report.note("study_rows_bad", 1)
+            continue
+        studies.setdefault(row[0], int(row[1]))
+    out: list[dict] = []
+    seen: set[str] = set()
+    for row in images:
+        m = _MURA_IMAGE_RE.match(row[0]) if len(row) == 1 else None
+        if m is None:
+            report.skip("bad_path")
+            continue
+        path = row[0]
+        study_key = path[: path.rfind("/") + 1]
+        if study_key not in studies:
+            report.skip("missing_study")
+            continue
+        if path in seen:
+            report.skip("duplicate")
+            continue
+        seen.add(path)
+        label = studies[study_key]
+        report.note("label_disagrees_with_folder", int(label != (m["folder_label"] == "positive")))
+        report.note(f"images_{m['body_part']}", 1)
+        out.append(
+            {
+                "image_id": path,
+                "path": path,
+                "split": m["split"],
+                "body_part": m["body_part"],
+                "patient": m["patient"],
+                "study": m["study"],
+                "label": label,
+                "source": "mura",
+            }
+        )
+    df = pd.DataFrame(out, columns=_COLUMNS).astype({"label": "int64"})
+    report.class_counts = {
+        k: v for k, v in (("abnormal", int((df["label"] == 1).sum())), ("normal", int((df["label"] == 0).sum()))) if v
+    }
+    return attach_report(df, report)
