@@ -34,6 +34,7 @@ def run_demo(
     """Run the demo into ``out`` and return the numbers it printed (img/s, mean AP/AUC, patches placed)."""
     from dadam import DiseasedAreaAugment, LabelStats, PatchBank
     from dadam.audit import save_grid
+    from dadam.config import DadamConfig
     from dadam.data import decode_image
     from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes
     from dadam.synthetic import generate
@@ -82,9 +83,8 @@ def run_demo(
         max_steps=steps,
         lr=1e-3,
         warmup_steps=2,
-        dadam=True,
+        dadam=DadamConfig(p=0.8),
         bank=str(bank_path),
-        dadam_p=0.8,
         seed=seed,
         device=str(dev),
         ckpt_every=steps,

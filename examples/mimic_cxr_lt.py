@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from dadam import PatchBank
+from dadam.config import add_dadam_arguments, dadam_config_from_args
 from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes, read_vindr
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.ensemble import average_predictions
@@ -96,12 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=["soft_margin", "asl"],
         help="soft_margin: the paper's summed MultiLabelSoftMarginLoss (default); asl: timm's asymmetric loss",
     )
-    run.add_argument("--dadam-p", type=float, default=0.5)
-    run.add_argument("--dadam-alpha", type=float, default=0.6)
+    add_dadam_arguments(parser.add_argument_group("DADAM fine-tuning"), prefix="dadam-")
     run.add_argument("--num-workers", type=int, default=8)
     run.add_argument("--device", default="auto")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    try:
+        dadam = dadam_config_from_args(args, prefix="dadam-")
+    except ValueError as err:
+        parser.error(f"DADAM option {err}")
 
     if args.tiny:
         args.backbone, args.canvas, args.batch_size, args.epochs, args.ft_epochs = "resnet10t", 64, 8, 1, 1
@@ -167,10 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             max_steps=args.ft_max_steps,
             lr=args.ft_lr,
             warmup_steps=0,
-            dadam=True,
+            dadam=dadam,
             bank=str(bank_path),
-            dadam_p=args.dadam_p,
-            dadam_alpha=args.dadam_alpha,
         )
         res = fit(ft)
         # 3. predictions on the development split

@@ -99,10 +99,7 @@ def load_model(
         raise ValueError(
             f"{checkpoint} holds no config and there is no config.json next to it: cannot rebuild the model"
         )
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    raw = {k: v for k, v in raw.items() if k in names}
-    raw["stages"] = tuple(raw.get("stages", (2, 3, 4)))
-    cfg = TrainConfig(**raw)
+    cfg = TrainConfig.from_dict(raw)
     weights = load_checkpoint_weights(checkpoint)
     num_classes = weights[next(k for k in weights if k.startswith("heads.") and k.endswith(".weight"))].shape[0]
     cfg_model = dataclasses.replace(cfg, pretrained=False, checkpoint_path=None)

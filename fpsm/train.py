@@ -22,9 +22,10 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from dadam.config import DadamConfig, add_dadam_arguments, dadam_config_from_args
 from dadam.data import LabelDataset, make_loader, to_model_input
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.distributed import DistInfo, barrier, cleanup_distributed, gather_objects, init_distributed
@@ -75,8 +77,7 @@ class TrainConfig:
         ``max_steps`` (whichever ends first), ``loss`` (``"soft_margin"`` | ``"asl"``), ``grad_clip``.
     Speed: ``amp`` (``"auto"``: bf16 autocast on CUDA, off on CPU; ``"bf16"``; ``"off"``), ``channels_last``,
         ``compile``.
-    DADAM: ``dadam`` on/off, ``bank`` (a saved :class:`dadam.PatchBank`), ``dadam_p``, ``dadam_alpha``,
-        ``dadam_max_patches``, ``dadam_gamma``, ``dadam_beta``, ``dadam_jitter``.
+    DADAM: ``dadam`` (a :class:`dadam.DadamConfig`; None: DADAM off), ``bank`` (a saved :class:`dadam.PatchBank`).
     Run: ``out_dir``, ``seed``, ``device``, ``ckpt_every`` (steps), ``resume``, ``stop_after`` (stop once this
         many global steps are done, as if killed: nothing extra is saved), ``log_every``, ``progress``,
         ``tensorboard``.
@@ -120,14 +121,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     # DADAM
-    dadam: bool = False
+    dadam: DadamConfig | None = None
     bank: str | None = None
-    dadam_p: float = 0.5
-    dadam_alpha: float = 0.6
-    dadam_max_patches: int = 3
-    dadam_gamma: float = 1.0
-    dadam_beta: float = 1.0
-    dadam_jitter: float = 0.0
     # run
     seed: int = 0
     device: str = "auto"
@@ -171,12 +166,49 @@ class TrainConfig:
             raise ValueError("dataset='labels-csv' needs train_csv (a label-table CSV)")
         if self.dataset in ("cxr-lt", "mura") and not self.root:
             raise ValueError(f"dataset={self.dataset!r} needs root (the dataset folder)")
-        if self.dadam and not self.bank:
-            raise ValueError("dadam=True needs bank (a PatchBank saved with PatchBank.save)")
-        if self.dadam and self.dataset == "mura":
-            raise ValueError("dadam=True needs the 26 CXR-LT classes; dataset='mura' has one 'Abnormal' label")
+        if self.dadam is not None:
+            if not isinstance(self.dadam, DadamConfig):
+                raise TypeError(
+                    f"dadam must be a DadamConfig or None, got {self.dadam!r}; e.g. dadam=DadamConfig(p=0.5)"
+                )
+            self.dadam.validate()
+            if not self.bank:
+                raise ValueError("dadam needs bank (a PatchBank saved with PatchBank.save)")
+            if self.dataset == "mura":
+                raise ValueError("dadam needs the 26 CXR-LT classes; dataset='mura' has one 'Abnormal' label")
         if self.resume and self.init_from:
             raise ValueError("give resume (continue this run) or init_from (new run from weights), not both")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``config.json`` and checkpoints: ``stages`` as a list, ``dadam`` as
+        :meth:`dadam.DadamConfig.to_dict` (or None)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["stages"] = list(self.stages)
+        values["dadam"] = None if self.dadam is None else self.dadam.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config of :meth:`to_dict`'s output (a run's ``config.json`` or a checkpoint's ``"config"``).
+
+        Also reads the flat layout of the DADAM options (``dadam: bool`` beside ``dadam_p``, ``dadam_alpha``, ...).
+        Unknown keys raise ``ValueError`` naming them.
+        """
+        values = dict(values)
+        flat = {k.removeprefix("dadam_"): values.pop(k) for k in list(values) if k.startswith("dadam_")}
+        dadam = values.get("dadam")
+        if isinstance(dadam, bool):
+            values["dadam"] = DadamConfig.from_dict(flat) if dadam else None
+        elif flat:
+            raise ValueError(f"dadam_* keys {sorted(flat)} need dadam=True/False beside them, got dadam={dadam!r}")
+        elif isinstance(dadam, Mapping):
+            values["dadam"] = DadamConfig.from_dict(dadam)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        if "stages" in values:
+            values["stages"] = tuple(values["stages"])
+        return cls(**values)
 
 
 @dataclass
@@ -658,7 +690,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
 
     # ---- DADAM on the device, one generator per rank
     aug, gen = None, None
-    if cfg.dadam:
+    if cfg.dadam is not None:
         from dadam import DiseasedAreaAugment, PatchBank
         from dadam.stats import LabelStats
 
@@ -667,17 +699,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
             raise ValueError(f"bank {cfg.bank} has canvas {bank.canvas} but canvas={cfg.canvas}; rebuild the bank")
         stats = LabelStats.from_labels(table).to(device)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + info.rank)
-        aug = DiseasedAreaAugment(
-            bank,
-            stats,
-            p=cfg.dadam_p,
-            alpha=cfg.dadam_alpha,
-            max_patches=cfg.dadam_max_patches,
-            gamma=cfg.dadam_gamma,
-            beta=cfg.dadam_beta,
-            jitter=cfg.dadam_jitter,
-            generator=gen,
-        ).to(device)
+        aug = DiseasedAreaAugment.from_config(bank, stats, cfg.dadam, generator=gen).to(device)
 
     # ---- resume
     step, epoch, start_in_epoch = 0, 0, 0
@@ -709,7 +731,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
     main = info.is_main
     resumed = step > 0
     if main:
-        _atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        _atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     train_log = (
         _CsvLog(
             run_dir / "train_log.csv",
@@ -743,7 +765,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
                     "epoch": at_epoch,
                     "batch_in_epoch": batch_in_epoch,
                     "rng": rng,
-                    "config": dataclasses.asdict(cfg),
+                    "config": cfg.to_dict(),
                     "class_names": list(classes),
                 },
                 ckpt_path,
@@ -875,8 +897,8 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
-def _add_config_args(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    hints = {f.name: f for f in dataclasses.fields(cls)}
+def _add_config_args(parser: argparse.ArgumentParser, cls=TrainConfig, *, exclude: Sequence[str] = ()) -> None:
+    hints = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
     for name, f in hints.items():
         flag = "--" + name.replace("_", "-")
         default = f.default
@@ -901,13 +923,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fpsm.train",
         description="Train an FPSM (optionally with DADAM). Many GPUs: torchrun --nproc_per_node=N -m fpsm.train ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_config_args(parser)
+    _add_config_args(parser, exclude=("dadam",))
+    parser.add_argument("--dadam", action="store_true", help="augment the training batches with DADAM (needs --bank)")
+    add_dadam_arguments(parser, prefix="dadam-")
     args = parser.parse_args(argv)
-    values = vars(args)
+    try:
+        dadam = dadam_config_from_args(args, prefix="dadam-")
+    except ValueError as err:
+        parser.error(f"DADAM option {err}")
+    if not args.dadam and dadam != DadamConfig():
+        flags = ", ".join(f"--dadam-{k.replace('_', '-')}" for k in DadamConfig().changed(dadam))
+        parser.error(f"{flags} given without --dadam: add --dadam to train with DADAM")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "dadam"}
     values["stages"] = tuple(values["stages"])
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**values, dadam=dadam if args.dadam else None)
     res = fit(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         state = "stopped" if res.stopped else "done"

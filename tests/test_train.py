@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.train import TrainConfig, fit, load_checkpoint_weights, main
 
@@ -65,9 +67,8 @@ def _cfg(d, out, **kw):
         lr=1e-3,
         warmup_steps=2,
         tensorboard=False,
-        dadam=True,
+        dadam=DadamConfig(p=1.0),
         bank=str(d / "bank.safetensors"),
-        dadam_p=1.0,
         drop_rate=0.5,  # dropout draws from the global RNG: resume must restore it exactly
     )
     base.update(kw)
@@ -106,6 +107,11 @@ def test_full_run_outputs(uninterrupted, tiny_data):
         assert torch.equal(w[k], v), k
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 6 and ckpt["config"]["backbone"] == "resnet10t"
+    # config.json and the checkpoint hold the DADAM options as plain values; both read back to the run's config
+    cfg = _cfg(tiny_data, out, tensorboard=True)
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["dadam"] == {**DadamConfig().to_dict(), "p": 1.0} and stored["stages"] == [2, 3, 4]
+    assert TrainConfig.from_dict(stored) == cfg and TrainConfig.from_dict(ckpt["config"]) == cfg
 
 
 @pytest.mark.parametrize("stop_after", [3, 5])
@@ -159,20 +165,43 @@ def test_finetune_from_weights_and_errors(uninterrupted, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kw", "msg"),
+    ("kw", "error", "msg"),
     [
-        ({"dataset": "chexpert"}, "dataset must be one of"),
-        ({"optimizer": "lamb"}, "optimizer must be one of"),
-        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
-        ({"bank": None}, "dadam=True needs bank"),
-        ({"resume": True, "init_from": "x.pt"}, "not both"),
-        ({"amp": "fp8"}, "amp must be one of"),
-        ({"use_binary_enc": True, "dataset_id": 2}, r"dataset_id must be in \[0, num_datasets=2\) .* got 2"),
+        ({"dataset": "chexpert"}, ValueError, "dataset must be one of"),
+        ({"optimizer": "lamb"}, ValueError, "optimizer must be one of"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+        ({"bank": None}, ValueError, "dadam needs bank"),
+        ({"resume": True, "init_from": "x.pt"}, ValueError, "not both"),
+        ({"amp": "fp8"}, ValueError, "amp must be one of"),
+        (
+            {"use_binary_enc": True, "dataset_id": 2},
+            ValueError,
+            r"dataset_id must be in \[0, num_datasets=2\) .* got 2",
+        ),
+        ({"dadam": DadamConfig(p=2.0)}, ValueError, r"p must be in \[0, 1\], got 2.0"),
+        ({"dadam": DadamConfig(tail_quantile=-0.1)}, ValueError, r"tail_quantile must be in \[0, 1\], got -0.1"),
+        ({"dadam": True}, TypeError, r"dadam must be a DadamConfig or None, got True"),
     ],
 )
-def test_config_errors(tiny_data, tmp_path, kw, msg):
-    with pytest.raises(ValueError, match=msg):
-        fit(_cfg(tiny_data, tmp_path, **kw))
+def test_config_errors(tmp_path, kw, error, msg):
+    """The config is checked before any file is read: no data needed."""
+    with pytest.raises(error, match=msg):
+        fit(_cfg(tmp_path / "missing", tmp_path / "out", **kw))
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_from_dict_reads_the_flat_dadam_layout():
+    flat = {"dataset": "mura", "root": "r", "dadam": True, "dadam_p": 0.25, "dadam_max_patches": 2, "stages": [3, 4]}
+    cfg = TrainConfig.from_dict(flat)
+    assert cfg.dadam == DadamConfig(p=0.25, max_patches=2) and cfg.stages == (3, 4)
+    assert TrainConfig.from_dict({"dadam": False, "dadam_p": 0.5}).dadam is None
+    assert TrainConfig.from_dict(TrainConfig(dadam=DadamConfig(tail=("Pneumothorax",))).to_dict()).dadam.tail == (
+        "Pneumothorax",
+    )
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['colour'\]"):
+        TrainConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match=r"unknown DADAM options \['q'\]"):
+        TrainConfig.from_dict({"dadam": {"q": 1}})
 
 
 def test_too_few_images_for_a_batch(tiny_data, tmp_path):
@@ -180,8 +209,8 @@ def test_too_few_images_for_a_batch(tiny_data, tmp_path):
         fit(_cfg(tiny_data, tmp_path, batch_size=64))
 
 
-def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
-    # main() maps flags onto TrainConfig (bools with --no-, tuples with nargs)
+def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path, capsys):
+    # main() maps flags onto TrainConfig (bools with --no-, tuples with nargs, --dadam-* onto a DadamConfig)
     assert (
         main(
             [
@@ -212,12 +241,38 @@ def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
                 "--no-channels-last",
                 "--optimizer",
                 "sgd",
+                "--dadam",
+                "--bank",
+                str(tiny_data / "bank.safetensors"),
+                "--dadam-p",
+                "0.9",
+                "--dadam-tail",
+                "Pneumothorax",
+                "Atelectasis",
+                "--dadam-soft-label",
+                "--dadam-candidates",
+                "4",
             ]
         )
         == 0
     )
     cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert cfg["stages"] == [3, 4] and cfg["channels_last"] is False and cfg["optimizer"] == "sgd"
+    assert cfg["dadam"] == {
+        **DadamConfig().to_dict(),
+        "p": 0.9,
+        "tail": ["Pneumothorax", "Atelectasis"],
+        "soft_label": True,
+        "candidates": 4,
+    }
+    for flags, msg in [
+        (["--dadam-p", "0.9"], "--dadam-p given without --dadam"),
+        (["--dadam", "--dadam-alpha", "0"], r"DADAM option alpha must be in \(0, 1\], got 0.0"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(["--dataset", "labels-csv", "--train-csv", "t.csv", *flags])
+        assert exc.value.code == 2
+        assert re.search(msg, capsys.readouterr().err)
     assert cfg["val_split"] is False and not (tmp_path / "cli" / "eval_log.csv").exists()
     help_text = subprocess.run(
         [sys.executable, "-m", "fpsm.train", "--help"], capture_output=True, text=True, check=True
