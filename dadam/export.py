@@ -485,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the export CLI; returns the exit status (0 complete, 1 stopped early, 2 error)."""
     args = _parser().parse_args(argv)
     try:
+        config = dadam_config_from_args(args)  # bad options fail before any work
         table = read_label_table(args.labels, fmt=args.labels_format)
         stats = None
         if args.stats_labels:
@@ -497,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats,
             args.out,
             n=args.n,
-            config=dadam_config_from_args(args),
+            config=config,
             seed=args.seed,
             changed_only=args.changed_only,
             chunk=args.chunk,

@@ -225,3 +225,38 @@ def test_cli(tmp_path, bank, labels, capsys):
     assert "alpha must be in (0, 1], got 0.0" in capsys.readouterr().err
     assert main(["--labels", str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
     assert "exactly one of --bank" in capsys.readouterr().err
+
+
+def test_python_m_dadam_audit(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["python -m dadam.audit", "--help"])
+    monkeypatch.delitem(sys.modules, "dadam.audit.__main__", raising=False)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("dadam.audit", run_name="__main__")
+    assert e.value.code == 0 and "usage: python -m dadam.audit" in capsys.readouterr().out
+
+
+def test_audit_is_library_code():
+    """The audit imports no other module's private names, and only its cli imports a command line at load time."""
+    import ast
+    import pathlib
+
+    import dadam.audit
+
+    cli = {"argparse", "dadam.audit.cli", "dadam.export.main"}
+    for path in pathlib.Path(dadam.audit.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+                assert not node.module.rsplit(".", 1)[-1].startswith("_"), (path.name, node.module)
+                assert not [a.name for a in node.names if a.name.startswith("_")], (path.name, node.module)
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        for node in tree.body:  # imports at load time (the package's lazy ``main`` is imported on use)
+            if isinstance(node, ast.Import):
+                assert not {a.name for a in node.names} & cli, path.name
+            if isinstance(node, ast.ImportFrom):
+                names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                assert not names & cli, (path.name, node.module)

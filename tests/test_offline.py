@@ -400,3 +400,15 @@ def test_params_cat_joins_batches_in_order(bank, train_labels):
     assert torch.equal(DadamParams.cat([a]).boxes, a.boxes)
     with pytest.raises(ValueError, match="DadamParams.cat needs at least one DadamParams"):
         DadamParams.cat([])
+
+
+def test_python_m_dadam_export(monkeypatch, capsys):
+    import runpy
+    import sys
+    import warnings
+
+    monkeypatch.setattr(sys, "argv", ["python -m dadam.export", "--help"])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as e:
+        warnings.simplefilter("ignore", RuntimeWarning)  # dadam.export is imported already: runpy says so
+        runpy.run_module("dadam.export", run_name="__main__")
+    assert e.value.code == 0 and "usage: python -m dadam.export" in capsys.readouterr().out

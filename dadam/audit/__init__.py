@@ -1,0 +1,42 @@
+"""Audit DADAM: label distribution and label correlation before vs after (the paper's Fig. 3 and 4), and image grids.
+
+- :mod:`dadam.audit.label_audit`: :func:`audit_labels` runs DADAM's draws over a whole label table (labels only)
+  and returns an :class:`AuditResult` (frequencies, raise factors, correlation before / after, counts);
+- :mod:`dadam.audit.figures`: :func:`plot_label_distribution` and :func:`plot_correlation`;
+- :mod:`dadam.audit.grid`: :func:`save_grid`, augmented images with the placed boxes (red: pasted, cyan: blended);
+- :mod:`dadam.audit.phantom`: :func:`phantom_bank`, a bank of phantom lesions of every class;
+- :mod:`dadam.audit.cli`: the command line, ``python -m dadam.audit --help`` (:func:`main`).
+
+Every file is written atomically (:func:`dadam.files.atomic_write`).
+
+Example:
+    >>> result = audit_labels(table, bank, config=DadamConfig(p=0.5), seed=0)  # doctest: +SKIP
+    >>> print(result.headline())  # doctest: +SKIP
+    >>> plot_label_distribution(result, "audit/dist.png")  # doctest: +SKIP
+"""
+
+from dadam.audit.figures import plot_correlation, plot_label_distribution
+from dadam.audit.grid import BLEND_COLOR, PASTE_COLOR, save_grid
+from dadam.audit.label_audit import AuditResult, audit_labels
+from dadam.audit.phantom import phantom_bank
+
+__all__ = [
+    "BLEND_COLOR",
+    "PASTE_COLOR",
+    "AuditResult",
+    "audit_labels",
+    "main",
+    "phantom_bank",
+    "plot_correlation",
+    "plot_label_distribution",
+    "save_grid",
+]
+
+
+def __getattr__(name: str) -> object:
+    """``dadam.audit.main``, the command line, imported on first use (the library parts do not need it)."""
+    if name == "main":
+        from dadam.audit.cli import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
