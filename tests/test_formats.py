@@ -1,5 +1,6 @@
 """Tests for dadam.formats: the dataset readers, on the real sample files and on small hand-written bad files."""
 
+import codecs
 import csv
 import inspect
 import itertools
@@ -693,6 +694,145 @@ def test_mura_missing_study_bad_rows_and_header(shared_data, tmp_path):
         read_mura(stu, img)  # files swapped
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         read_mura(img, tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text encodings
+# ---------------------------------------------------------------------------------------------------------------------
+
+N_FILLER = 9000  # rows before the odd one: its byte lies beyond the first block pandas decodes
+NIH_LABEL_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
+
+
+def _encoding_cases():
+    """Reader -> (files to write: the first holds the name "café" on its last line, how to read them from their
+    folder, where the name lands in the table)."""
+    filler = range(N_FILLER)
+    cxr_lt_head = ",".join(["dicom_id", "subject_id", "study_id", "ViewPosition", "path", *CXR_LT_CLASSES])
+    zeros = ",".join(["0"] * 25 + ["1"])
+    study = "MURA-v1.1/train/XR_HAND/patient00001/study1_positive/"
+    table_head = ",".join(["image_id", "path", *CXR_LT_CLASSES])
+    chexpert = ",".join(["subject_id", "study_id", *CHEXPERT]) + "\n10000032,50414267" + ",1.0" * len(CHEXPERT)
+    last_id = lambda df: df["image_id"].iloc[-1]  # noqa: E731
+    return {
+        "nih_boxes": (
+            {"boxes.csv": [NIH_HEADER, *(f"n{i}.png,Nodule,1,2,3,4" for i in filler), "café.png,Mass,1,2,3,4"]},
+            lambda d, **kw: read_nih_boxes(d / "boxes.csv", **kw),
+            last_id,
+        ),
+        "nih_labels": (
+            {
+                "entry.csv": [
+                    NIH_LABEL_HEADER,
+                    *(f"n{i}.png,Mass,0,1,50,M,PA" for i in filler),
+                    "café.png,Mass,0,1,5,M,PA",
+                ]
+            },
+            lambda d, **kw: read_nih_labels(d / "entry.csv", **kw),
+            last_id,
+        ),
+        "vindr": (
+            {
+                "train.csv": [
+                    VINDR_HEADER,
+                    *(f"v{i},Cardiomegaly,3,R1,1,1,5,5" for i in filler),
+                    "café,Edema,3,R1,1,1,5,5",
+                ]
+            },
+            lambda d, **kw: read_vindr(d / "train.csv", **kw),
+            last_id,
+        ),
+        "mimic_metadata": (
+            {
+                "meta.csv": [
+                    "dicom_id,subject_id,study_id,ViewPosition",
+                    *(f"m{i},10000032,50414267,PA" for i in filler),
+                    "café,10000032,50414267,PA",
+                ],
+                "chexpert.csv": [chexpert],
+            },
+            lambda d, **kw: read_mimic(d / "chexpert.csv", d / "meta.csv", **kw),
+            last_id,
+        ),
+        "cxr_lt": (
+            {
+                "cxr_lt.csv": [
+                    cxr_lt_head,
+                    *(f"d{i},1,2,PA,files/d{i}.jpg,{zeros}" for i in filler),
+                    f"café,1,2,PA,f.jpg,{zeros}",
+                ]
+            },
+            lambda d, **kw: read_cxr_lt(d / "cxr_lt.csv", **kw),
+            last_id,
+        ),
+        "mura": (
+            {
+                "paths.csv": [*(f"{study}image{i}.png" for i in filler), f"{study}café.png"],
+                "studies.csv": [f"{study},1"],
+            },
+            lambda d, **kw: read_mura(d / "paths.csv", d / "studies.csv", **kw),
+            lambda df: df["path"].iloc[-1].rsplit("/", 1)[1].removesuffix(".png"),
+        ),
+        "label_table": (
+            {"labels.csv": [table_head, *(f"t{i},t{i}.png,{zeros}" for i in filler), f"café,x.png,{zeros}"]},
+            lambda d, **kw: read_label_table(d / "labels.csv", **kw),
+            last_id,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_encoding_cases()))
+def test_csv_readers_name_the_file_byte_and_encoding(tmp_path, case):
+    files, read, odd_name = _encoding_cases()[case]
+
+    def write(encode):
+        for name, lines in files.items():
+            (tmp_path / name).write_bytes(encode("\n".join(lines) + "\n"))
+
+    path = tmp_path / next(iter(files))
+    write(lambda text: text.encode("cp1252"))  # as Excel saves a CSV on Windows
+    offset = path.read_bytes().index(b"\xe9")
+    line = len(files[path.name])
+    with pytest.raises(ValueError) as info:
+        read(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a utf-8 text file: byte {offset} (line {line}) is 0xe9")
+    assert message.endswith("re-save it as UTF-8, or pass encoding='cp1252' (or the encoding it was saved in)")
+    df = read(tmp_path, encoding="cp1252")
+    assert len(df) == N_FILLER + 1 and odd_name(df).startswith("café")
+    write(lambda text: codecs.BOM_UTF8 + text.encode("utf-8"))  # UTF-8 with a byte-order mark
+    assert odd_name(read(tmp_path)).startswith("café")
+    write(lambda text: text.encode("utf-16"))
+    with pytest.raises(ValueError, match=r"byte 0 \(line 1\) is 0xff: .*pass encoding='utf-16'"):
+        read(tmp_path)
+    assert odd_name(read(tmp_path, encoding="utf-16")).startswith("café")
+    with pytest.raises(ValueError, match=r"encoding='utf-9' is not a known text encoding; use e.g. 'utf-8'"):
+        read(tmp_path, encoding="utf-9")
+    with pytest.raises(TypeError, match="encoding must be a str such as 'utf-8' or 'cp1252', got NoneType"):
+        read(tmp_path, encoding=None)
+
+
+def test_readers_take_one_encoding_keyword():
+    readers = [read_nih_boxes, read_nih_labels, read_vindr, read_mimic, read_cxr_lt, read_mura, read_label_table]
+    for reader in readers:
+        param = inspect.signature(reader).parameters["encoding"]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default == "utf-8", reader.__name__
+    assert "encoding" not in inspect.signature(read_chestx_det).parameters  # JSON is UTF-8
+
+
+def test_chestx_det_not_utf8(tmp_path):
+    path = tmp_path / "cd.json"
+    path.write_bytes(
+        json.dumps([{"file_name": "café.png", "syms": [], "boxes": []}], ensure_ascii=False).encode("cp1252")
+    )
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(ValueError) as info:
+        read_chestx_det(path)
+    assert str(info.value) == (
+        f"{path}: not a utf-8 text file: byte {offset} (line 1) is 0xe9: invalid continuation byte; re-save it as UTF-8"
+    )
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes().decode("cp1252").encode("utf-8"))
+    assert read_chestx_det(path).attrs["report"].notes["entries_without_boxes"] == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dadam.formats.boxes import box_class_counts, check_hw, empty_boxes, validate_boxes
-from dadam.formats.common import check_file, label_status, to_float
+from dadam.formats.common import check_file, decoding_errors, label_status, to_float
 from dadam.formats.report import ReadReport, attach_report
 from dadam.labels import resolve_mapping
 
@@ -44,7 +44,8 @@ def read_chestx_det(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the file is not JSON or not a list, or ``mapping`` has a value that is not a CXR-LT class.
+        ValueError: if the file is not UTF-8 JSON or not a list, or ``mapping`` has a value that is not a CXR-LT
+            class.
 
     Example:
         >>> boxes = read_chestx_det("ChestX_Det_train.json")  # doctest: +SKIP
@@ -53,7 +54,7 @@ def read_chestx_det(
     p = check_file(path, "ChestX-Det JSON")
     table = resolve_mapping(mapping, source="chestx_det")
     try:
-        with open(p, encoding="utf-8") as f:
+        with decoding_errors(p, "utf-8", keyword=False), open(p, encoding="utf-8-sig") as f:
             entries = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not a JSON file ({e}); expected a ChestX-Det list {_EXPECTED}") from e

@@ -1,11 +1,13 @@
-"""What every reader shares: file checks, CSV headers, cell parsing and the label mapping step."""
+"""What every reader shares: file checks, text encodings, CSV headers, cell parsing and the label mapping step."""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,10 +19,12 @@ __all__ = [
     "MISSING_TEXT",
     "check_dir",
     "check_file",
+    "decoding_errors",
     "label_status",
     "positive_counts",
     "read_header",
     "require_columns",
+    "text_codec",
     "to_float",
 ]
 
@@ -43,9 +47,71 @@ def check_dir(path: str | os.PathLike, what: str) -> pathlib.Path:
     return p
 
 
-def read_header(p: pathlib.Path) -> list[str]:
+def text_codec(encoding: str) -> str:
+    """The codec a reader opens its text files with: ``encoding`` once checked; UTF-8 is read as ``utf-8-sig`` so that
+    a leading byte-order mark (as Excel writes it) is dropped.
+
+    Raises:
+        TypeError: if ``encoding`` is not a str.
+        ValueError: if Python knows no codec of that name.
+    """
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a str such as 'utf-8' or 'cp1252', got {type(encoding).__name__}")
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(
+            f"encoding={encoding!r} is not a known text encoding; use e.g. 'utf-8', 'cp1252' or 'latin-1'"
+        ) from None
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else encoding
+
+
+def _other_encoding(data: bytes, codec: str) -> str:
+    """An encoding, other than ``codec``, that decodes ``data``: UTF-16 when the file starts with its byte-order mark,
+    else UTF-8, then Windows-1252 (what Excel writes on Windows), else Latin-1 (which decodes any bytes)."""
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    used = codecs.lookup(codec).name
+    for candidate in (*(("utf-16",) if utf16 else ()), "utf-8", "cp1252"):
+        if codecs.lookup(candidate).name == used:
+            continue
+        try:
+            data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        return candidate
+    return "latin-1"
+
+
+@contextlib.contextmanager
+def decoding_errors(path: pathlib.Path, encoding: str, *, keyword: bool = True) -> Iterator[None]:
+    """Turn a ``UnicodeError`` raised while decoding ``path`` into a ``ValueError`` that names the file, the byte
+    offset and line of the first byte that is not valid ``encoding``, and the fix: re-save the file as UTF-8 or, when
+    the reader takes one (``keyword``), pass the ``encoding=`` the file was written in.
+
+    Example:
+        >>> with decoding_errors(path, "utf-8"):  # doctest: +SKIP
+        ...     table = pd.read_csv(path, encoding=text_codec("utf-8"))
+    """
+    try:
+        yield
+    except UnicodeError as error:  # UnicodeDecodeError, or e.g. UTF-16's "stream does not start with BOM"
+        data = path.read_bytes()
+        codec = text_codec(encoding)
+        try:
+            data.decode(codec)
+            where = getattr(error, "reason", str(error))  # no position of the whole file to give
+        except UnicodeDecodeError as whole:
+            line = data.count(b"\n", 0, whole.start) + 1
+            where = f"byte {whole.start} (line {line}) is 0x{data[whole.start]:02x}: {whole.reason}"
+        fix = "re-save it as UTF-8"
+        if keyword:
+            fix += f", or pass encoding={_other_encoding(data, codec)!r} (or the encoding it was saved in)"
+        raise ValueError(f"{path}: not a {encoding} text file: {where}; {fix}") from error
+
+
+def read_header(p: pathlib.Path, codec: str) -> list[str]:
     """The first CSV line of ``p``, each field stripped (``[]`` for an empty file)."""
-    with open(p, newline="", encoding="utf-8-sig") as f:
+    with open(p, newline="", encoding=codec) as f:
         return [h.strip() for h in next(csv.reader(f), [])]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dadam.formats.common import check_file, decoding_errors, text_codec
 from dadam.formats.mimic import read_cxr_lt
 from dadam.formats.nih import read_nih_labels
 from dadam.labels import CXR_LT_CLASSES
@@ -18,7 +19,7 @@ __all__ = ["LABEL_FORMATS", "labels_tensor", "read_label_table"]
 LABEL_FORMATS = ("table", "nih", "cxr-lt")
 
 
-def read_label_table(path: str | os.PathLike, *, fmt: str = "table") -> pd.DataFrame:
+def read_label_table(path: str | os.PathLike, *, fmt: str = "table", encoding: str = "utf-8") -> pd.DataFrame:
     """Read a label table in one of :data:`LABEL_FORMATS`.
 
     Args:
@@ -26,12 +27,15 @@ def read_label_table(path: str | os.PathLike, *, fmt: str = "table") -> pd.DataF
         fmt: ``"table"`` (a CSV in the label-table contract: ``image_id, path``, the 26 CXR-LT classes as columns),
             ``"nih"`` (NIH ``Data_Entry_2017*.csv``, :func:`~dadam.formats.read_nih_labels`) or ``"cxr-lt"`` (CXR-LT
             2023 ``train.csv``, :func:`~dadam.formats.read_cxr_lt`).
+        encoding: The file's text encoding (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The label table: ``image_id``, ``path`` and one column per CXR-LT class (1.0, 0.0, NaN = unknown).
 
     Raises:
-        ValueError: an unknown ``fmt`` or a table without the needed columns (naming them and the file).
+        FileNotFoundError: if ``path`` is not a file.
+        ValueError: an unknown ``fmt``, a table without the needed columns (naming them and the file), or a file that
+            is not valid ``encoding`` text.
 
     Example:
         >>> table = read_label_table("train.csv", fmt="cxr-lt")  # doctest: +SKIP
@@ -39,15 +43,18 @@ def read_label_table(path: str | os.PathLike, *, fmt: str = "table") -> pd.DataF
         torch.Size([264849, 26])
     """
     if fmt == "nih":
-        return read_nih_labels(path)
+        return read_nih_labels(path, encoding=encoding)
     if fmt == "cxr-lt":
-        return read_cxr_lt(path)
+        return read_cxr_lt(path, encoding=encoding)
     if fmt != "table":
         raise ValueError(f"label format must be one of {LABEL_FORMATS}, got {fmt!r}")
-    table = pd.read_csv(path, dtype={"image_id": str, "path": str})
+    codec = text_codec(encoding)
+    p = check_file(path, "label table CSV")
+    with decoding_errors(p, encoding):
+        table = pd.read_csv(p, dtype={"image_id": str, "path": str}, encoding=codec)
     missing = [c for c in ("image_id", "path", *CXR_LT_CLASSES) if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: label table lacks columns {missing}; it has {list(table.columns)}")
+        raise ValueError(f"{p}: label table lacks columns {missing}; it has {list(table.columns)}")
     return table
 
 

@@ -9,7 +9,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from dadam.formats.common import check_file, positive_counts, read_header, require_columns, to_float
+from dadam.formats.common import (
+    check_file,
+    decoding_errors,
+    positive_counts,
+    read_header,
+    require_columns,
+    text_codec,
+    to_float,
+)
 from dadam.formats.report import ReadReport, attach_report
 from dadam.labels import CXR_LT_CLASSES, resolve_mapping
 
@@ -26,6 +34,7 @@ def read_mimic(
     uncertain: Literal["zero", "one", "nan"] = "zero",
     blank: Literal["zero", "nan"] = "zero",
     mapping: Mapping[str, str | None] | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read MIMIC-CXR-JPG's CheXpert labels (``mimic-cxr-2.0.0-chexpert.csv`` or ``-negbio.csv``) into a label table.
 
@@ -47,6 +56,7 @@ def read_mimic(
         mapping: CheXpert column -> CXR-LT name or None (excluded); None = :data:`dadam.labels.CHEXPERT_TO_CXR_LT`.
             Columns the mapping does not know are counted in ``report.unknown_labels`` (number of non-blank cells) and
             ignored.
+        encoding: The text encoding of both files (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The label table with ``subject_id``, ``study_id`` (int) and, with metadata, ``view``; ``source="mimic"``.
@@ -55,7 +65,8 @@ def read_mimic(
 
     Raises:
         FileNotFoundError: if a file is missing.
-        ValueError: if a header lacks an expected column, or ``uncertain``/``blank`` is not one of the policies.
+        ValueError: if a header lacks an expected column, a file is not valid ``encoding`` text, or
+            ``uncertain``/``blank`` is not one of the policies.
 
     Example:
         >>> labels = read_mimic("mimic-cxr-2.0.0-chexpert.csv", "mimic-cxr-2.0.0-metadata.csv", uncertain="nan")
@@ -66,10 +77,12 @@ def read_mimic(
         raise ValueError(f"uncertain must be 'zero', 'one' or 'nan', got {uncertain!r}")
     if blank not in ("zero", "nan"):
         raise ValueError(f"blank must be 'zero' or 'nan', got {blank!r}")
+    codec = text_codec(encoding)
     p = check_file(chexpert_csv, "MIMIC-CXR CheXpert label CSV")
     table = resolve_mapping(mapping, source="chexpert")
-    require_columns(p, read_header(p), ("subject_id", "study_id", *table), "MIMIC-CXR CheXpert label")
-    raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    with decoding_errors(p, encoding):
+        require_columns(p, read_header(p, codec), ("subject_id", "study_id", *table), "MIMIC-CXR CheXpert label")
+        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
     raw.columns = [c.strip() for c in raw.columns]
     report = ReadReport(path=str(p), source="mimic", rows_read=len(raw))
 
@@ -113,8 +126,9 @@ def read_mimic(
         )
     else:
         m = check_file(metadata_csv, "MIMIC-CXR metadata CSV")
-        require_columns(m, read_header(m), _MIMIC_META_COLUMNS, "MIMIC-CXR metadata")
-        meta = pd.read_csv(m, dtype=str, keep_default_na=False, usecols=list(_MIMIC_META_COLUMNS))
+        with decoding_errors(m, encoding):
+            require_columns(m, read_header(m, codec), _MIMIC_META_COLUMNS, "MIMIC-CXR metadata")
+            meta = pd.read_csv(m, dtype=str, keep_default_na=False, usecols=list(_MIMIC_META_COLUMNS), encoding=codec)
         meta = pd.DataFrame(
             {
                 "image_id": meta["dicom_id"].str.strip(),
@@ -162,7 +176,7 @@ def read_mimic(
     return attach_report(df, report)
 
 
-def read_cxr_lt(path: str | os.PathLike) -> pd.DataFrame:
+def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CXR-LT 2023 ``train.csv`` / ``development.csv`` (with labels) into a label table.
 
     The file has ``dicom_id, subject_id, study_id, ViewPosition, path`` and then the 26 classes as 0/1 columns (the
@@ -171,6 +185,7 @@ def read_cxr_lt(path: str | os.PathLike) -> pd.DataFrame:
 
     Args:
         path: The CSV.
+        encoding: The file's text encoding (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The label table: ``image_id`` (= ``dicom_id``), ``path`` (as in the file, relative to the MIMIC-CXR-JPG root),
@@ -179,18 +194,21 @@ def read_cxr_lt(path: str | os.PathLike) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks one of the expected columns.
+        ValueError: if the header lacks one of the expected columns, or the file is not valid ``encoding`` text.
 
     Example:
         >>> labels = read_cxr_lt("train.csv")  # doctest: +SKIP
         >>> len(labels)  # doctest: +SKIP
         264849
     """
+    codec = text_codec(encoding)
     p = check_file(path, "CXR-LT label CSV")
-    require_columns(p, read_header(p), (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES), "CXR-LT 2023 train/development")
-    raw = pd.read_csv(
-        p, dtype={c: str for c in ("dicom_id", "ViewPosition", "path")}, keep_default_na=False, encoding="utf-8-sig"
-    )
+    with decoding_errors(p, encoding):
+        columns = read_header(p, codec)
+        require_columns(p, columns, (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES), "CXR-LT 2023 train/development")
+        raw = pd.read_csv(
+            p, dtype={c: str for c in ("dicom_id", "ViewPosition", "path")}, keep_default_na=False, encoding=codec
+        )
     raw.columns = [c.strip() for c in raw.columns]
     report = ReadReport(path=str(p), source="cxr_lt", rows_read=len(raw))
     values = np.stack([pd.to_numeric(raw[c], errors="coerce").to_numpy(np.float64) for c in CXR_LT_CLASSES], axis=1)

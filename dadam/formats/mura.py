@@ -9,7 +9,7 @@ import re
 
 import pandas as pd
 
-from dadam.formats.common import check_file
+from dadam.formats.common import check_file, decoding_errors, text_codec
 from dadam.formats.report import ReadReport, attach_report
 
 __all__ = ["read_mura"]
@@ -22,8 +22,10 @@ _MURA_STUDY_RE = re.compile(r"^(?P<root>.*?)(train|valid)/XR_[A-Z]+/patient\d+/s
 _COLUMNS = ["image_id", "path", "split", "body_part", "patient", "study", "label", "source"]
 
 
-def _read_headerless_csv(p: pathlib.Path, ncols: int, example: str, pattern: re.Pattern) -> list[list[str]]:
-    with open(p, newline="", encoding="utf-8-sig") as f:
+def _read_headerless_csv(
+    p: pathlib.Path, encoding: str, ncols: int, example: str, pattern: re.Pattern
+) -> list[list[str]]:
+    with decoding_errors(p, encoding), open(p, newline="", encoding=text_codec(encoding)) as f:
         rows = [[c.strip() for c in r] for r in csv.reader(f) if r and any(c.strip() for c in r)]
     if rows and not (len(rows[0]) == ncols and pattern.match(rows[0][0])):
         raise ValueError(
@@ -33,13 +35,16 @@ def _read_headerless_csv(p: pathlib.Path, ncols: int, example: str, pattern: re.
     return rows
 
 
-def read_mura(image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.PathLike) -> pd.DataFrame:
+def read_mura(
+    image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.PathLike, *, encoding: str = "utf-8"
+) -> pd.DataFrame:
     """Read MURA v1.1's header-less ``*_image_paths.csv`` and ``*_labeled_studies.csv`` into an image table.
 
     Args:
         image_paths_csv: One image path per line (``MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/
             image1.png``).
         labeled_studies_csv: ``<study folder>/,<0 or 1>`` per line (1 = abnormal).
+        encoding: The text encoding of both files (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         One row per image: ``image_id`` (= ``path``, the only unique name: MURA's files are called ``image1.png``...),
@@ -52,18 +57,20 @@ def read_mura(image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.
 
     Raises:
         FileNotFoundError: if a file is missing.
-        ValueError: if a file's first line is not a MURA row (e.g. a header line or the files swapped).
+        ValueError: if a file's first line is not a MURA row (e.g. a header line or the files swapped), or a file is
+            not valid ``encoding`` text.
 
     Example:
         >>> mura = read_mura("MURA-v1.1/train_image_paths.csv", "MURA-v1.1/train_labeled_studies.csv")  # doctest: +SKIP
     """
+    text_codec(encoding)  # a bad encoding argument fails before any file is read
     p = check_file(image_paths_csv, "MURA image paths CSV")
     s = check_file(labeled_studies_csv, "MURA labeled studies CSV")
     images = _read_headerless_csv(
-        p, 1, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png", _MURA_IMAGE_RE
+        p, encoding, 1, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png", _MURA_IMAGE_RE
     )
     studies_rows = _read_headerless_csv(
-        s, 2, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1", _MURA_STUDY_RE
+        s, encoding, 2, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1", _MURA_STUDY_RE
     )
     report = ReadReport(path=str(p), source="mura", rows_read=len(images))
     studies: dict[str, int] = {}

@@ -14,10 +14,12 @@ from dadam.formats.boxes import box_class_counts, check_hw, empty_boxes, validat
 from dadam.formats.common import (
     check_dir,
     check_file,
+    decoding_errors,
     label_status,
     positive_counts,
     read_header,
     require_columns,
+    text_codec,
     to_float,
 )
 from dadam.formats.report import ReadReport, attach_report
@@ -41,10 +43,10 @@ _NIH_LABEL_COLUMNS = (
 )
 
 
-def _read_box_rows(p: os.PathLike, report: ReadReport) -> list[list[str]]:
+def _read_box_rows(p: os.PathLike, codec: str, report: ReadReport) -> list[list[str]]:
     """The 6-field data rows of a box list (stripped), after checking its header; counts ``malformed_row``."""
     rows: list[list[str]] = []
-    with open(p, newline="", encoding="utf-8-sig") as f:
+    with open(p, newline="", encoding=codec) as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         while header and header[-1] == "":
@@ -73,6 +75,7 @@ def read_nih_boxes(
     image_root: str | os.PathLike | None = None,
     image_size: tuple[int, int] = (1024, 1024),
     mapping: Mapping[str, str | None] | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read NIH ChestX-ray14's ``BBox_List_2017.csv`` into a box table.
 
@@ -89,6 +92,7 @@ def read_nih_boxes(
         image_size: ``(H, W)`` the coordinates refer to; the ``width``/``height`` of every box when ``image_root`` is
             None.
         mapping: NIH label -> CXR-LT name or None (excluded); None = :data:`dadam.labels.NIH_TO_CXR_LT`.
+        encoding: The file's text encoding (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The box table (:mod:`dadam.formats`), ``source="nih"``, ``rater=""``; ``df.attrs["report"]`` is a
@@ -97,7 +101,8 @@ def read_nih_boxes(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header is not the box list's, or ``mapping`` has a value that is not a CXR-LT class.
+        ValueError: if the header is not the box list's, the file is not valid ``encoding`` text, or ``mapping`` has
+            a value that is not a CXR-LT class.
 
     Example:
         >>> boxes = read_nih_boxes("BBox_List_2017.csv", image_root="images")  # doctest: +SKIP
@@ -105,10 +110,12 @@ def read_nih_boxes(
         79
     """
     image_size = check_hw(image_size)
+    codec = text_codec(encoding)
     p = check_file(path, "NIH box list (BBox_List_2017.csv)")
     table = resolve_mapping(mapping, source="nih")
     report = ReadReport(path=str(p), source="nih")
-    rows = _read_box_rows(p, report)
+    with decoding_errors(p, encoding):
+        rows = _read_box_rows(p, codec, report)
     if not rows:
         return empty_boxes(report)
     raw = pd.DataFrame(rows, columns=["image_id", "source_label", "x", "y", "w", "h"])
@@ -161,6 +168,7 @@ def read_nih_labels(
     path: str | os.PathLike,
     *,
     mapping: Mapping[str, str | None] | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read NIH ChestX-ray14's ``Data_Entry_2017.csv`` / ``Data_Entry_2017_v2020.csv`` into a label table.
 
@@ -173,6 +181,7 @@ def read_nih_labels(
     Args:
         path: The Data_Entry CSV.
         mapping: NIH label -> CXR-LT name or None (excluded); None = :data:`dadam.labels.NIH_TO_CXR_LT`.
+        encoding: The file's text encoding (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The label table: ``image_id`` (file name), ``path`` (``images/<image_id>``), the 26 class columns, ``source``
@@ -181,17 +190,20 @@ def read_nih_labels(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks a Data_Entry column, or ``mapping`` has a value that is not a CXR-LT class.
+        ValueError: if the header lacks a Data_Entry column, the file is not valid ``encoding`` text,
+            or ``mapping`` has a value that is not a CXR-LT class.
 
     Example:
         >>> labels = read_nih_labels("Data_Entry_2017_v2020.csv")  # doctest: +SKIP
         >>> labels["Pleural Effusion"].sum()  # doctest: +SKIP
         13317.0
     """
+    codec = text_codec(encoding)
     p = check_file(path, "NIH label table (Data_Entry_2017.csv)")
     table = resolve_mapping(mapping, source="nih")
-    require_columns(p, read_header(p), _NIH_LABEL_COLUMNS, "NIH Data_Entry_2017")
-    raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    with decoding_errors(p, encoding):
+        require_columns(p, read_header(p, codec), _NIH_LABEL_COLUMNS, "NIH Data_Entry_2017")
+        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
     raw.columns = [c.strip() for c in raw.columns]
     report = ReadReport(path=str(p), source="nih", rows_read=len(raw))
     findings = raw["Finding Labels"].str.strip()

@@ -14,7 +14,16 @@ from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from dadam.formats.boxes import BOX_COLUMNS, box_class_counts, empty_boxes, validate_boxes
-from dadam.formats.common import check_dir, check_file, label_status, read_header, require_columns, to_float
+from dadam.formats.common import (
+    check_dir,
+    check_file,
+    decoding_errors,
+    label_status,
+    read_header,
+    require_columns,
+    text_codec,
+    to_float,
+)
 from dadam.formats.report import ReadReport, attach_report
 from dadam.io import image_size as file_image_size
 from dadam.labels import NO_FINDING, resolve_mapping
@@ -118,6 +127,7 @@ def read_vindr(
     raters: Literal["all", "union", "majority"] = "all",
     iou: float = 0.4,
     mapping: Mapping[str, str | None] | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read VinDr-CXR's ``train.csv`` (Kaggle) or ``annotations_train.csv``/``annotations_test.csv`` (PhysioNet).
 
@@ -141,6 +151,7 @@ def read_vindr(
             (``"R8,R9"``) and source labels (``"ILD|Pulmonary fibrosis"``).
         iou: The IoU threshold of ``"majority"``, in (0, 1].
         mapping: VinDr class name -> CXR-LT name or None (excluded); None = :data:`dadam.labels.VINDR_TO_CXR_LT`.
+        encoding: The file's text encoding (UTF-8, with or without a byte-order mark, by default).
 
     Returns:
         The box table (:mod:`dadam.formats`), ``source="vindr"``; ``df.attrs["report"]`` is a
@@ -148,8 +159,8 @@ def read_vindr(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks a VinDr column, ``raters``/``iou`` is invalid, or ``mapping`` has a value that
-            is not a CXR-LT class.
+        ValueError: if the header lacks a VinDr column, ``raters``/``iou`` is invalid, the file is not valid
+            ``encoding`` text, or ``mapping`` has a value that is not a CXR-LT class.
 
     Example:
         >>> boxes = read_vindr("train.csv", image_root="train", raters="majority")  # doctest: +SKIP
@@ -158,10 +169,12 @@ def read_vindr(
         raise ValueError(f"raters must be 'all', 'union' or 'majority', got {raters!r}")
     if not (isinstance(iou, (int, float)) and 0.0 < iou <= 1.0):
         raise ValueError(f"iou must be in (0, 1], got {iou!r}")
+    codec = text_codec(encoding)
     p = check_file(path, "VinDr-CXR annotation CSV")
     table = resolve_mapping(mapping, source="vindr")
-    require_columns(p, read_header(p), _VINDR_COLUMNS, "VinDr-CXR annotation")
-    raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    with decoding_errors(p, encoding):
+        require_columns(p, read_header(p, codec), _VINDR_COLUMNS, "VinDr-CXR annotation")
+        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
     raw.columns = [c.strip() for c in raw.columns]
     report = ReadReport(path=str(p), source="vindr", rows_read=len(raw))
     if raw.empty:
