@@ -15,20 +15,19 @@ Layout (N patches, P pixels in all), sorted by class so a random patch of class 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import operator
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
+from dadam.files import atomic_write, tensor_digest
 from dadam.labels import CXR_LT_CLASSES, class_index
 
 __all__ = ["BankReport", "PatchBank"]
@@ -67,16 +66,9 @@ class BankReport:
         return "\n".join(lines)
 
 
-def _sha256(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> str:
-    """SHA-256 over the tensors (name, dtype, shape, bytes) and the metadata entries (all but the digest)."""
-    h = hashlib.sha256()
-    for key in sorted(k for k in meta if k != "sha256"):
-        h.update(f"{key}={meta[key]};".encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).reshape(-1).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+def _bank_digest(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> str:
+    """The SHA-256 a bank file stores: its tensors and its metadata entries (all but ``sha256``, as ``key=value;``)."""
+    return tensor_digest(tensors, extra="".join(f"{key}={meta[key]};" for key in sorted(meta) if key != "sha256"))
 
 
 class PatchBank:
@@ -427,7 +419,7 @@ class PatchBank:
         Args:
             path: destination file (conventionally ``*.safetensors``).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
         meta = {
@@ -438,18 +430,10 @@ class PatchBank:
             "donors": json.dumps(self.donors),
             "sources": json.dumps(self.sources),
         }
-        meta["sha256"] = _sha256(tensors, meta)
+        meta["sha256"] = _bank_digest(tensors, meta)
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, save(tensors, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> PatchBank:
@@ -477,7 +461,7 @@ class PatchBank:
         missing = [k for k in _TENSORS if k not in tensors]
         if missing:
             raise ValueError(f"{path}: patch bank file lacks tensors {missing}")
-        digest = _sha256(tensors, meta)
+        digest = _bank_digest(tensors, meta)
         if digest != meta.get("sha256"):
             raise ValueError(
                 f"{path}: SHA-256 of the contents is {digest}, file says {meta.get('sha256')}: corrupt file"

@@ -1,48 +1,29 @@
+"""PatchBank: layout, boxes cut from real NIH images, persistence (format, checksum, files of earlier releases)."""
+
+import hashlib
 import logging
 import math
+import os
+import pathlib
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from helpers import make_bank
 from torchvision.transforms.v2 import functional as TF
 
 from dadam.bank import PatchBank
+from dadam.formats import read_nih_boxes
 from dadam.io import read_image
 from dadam.labels import CXR_LT_CLASSES, class_index
+from tests.helpers import make_bank
 
 CANVAS = 224
 
 
-def _read_nih_boxes(csv):
-    try:
-        from dadam.formats import read_nih_boxes
-    except ImportError:  # the readers issue not merged yet: the box table by hand
-        raw = pd.read_csv(csv, usecols=range(6), header=0, names=["image_id", "label", "x", "y", "w", "h"])
-        raw["label"] = raw["label"].replace({"Infiltrate": "Infiltration"})
-        return pd.DataFrame(
-            {
-                "image_id": raw["image_id"],
-                "label": raw["label"],
-                "source_label": raw["label"],
-                "x0": raw["x"],
-                "y0": raw["y"],
-                "x1": raw["x"] + raw["w"],
-                "y1": raw["y"] + raw["h"],
-                "width": 1024.0,
-                "height": 1024.0,
-                "source": "nih",
-                "rater": "",
-            }
-        )
-    return read_nih_boxes(csv)
-
-
 @pytest.fixture(scope="module")
 def nih_boxes(shared_data):
-    return _read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
+    return read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
 
 
 @pytest.fixture(scope="module")
@@ -186,15 +167,13 @@ def test_load_rejects_a_well_signed_but_inconsistent_layout(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from dadam.bank import _sha256
-
     bank = make_bank({"Mass": 2, "Nodule": 1}, canvas=32, max_size=8)
     path = tmp_path / "bank.safetensors"
     bank.save(path)
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     tensors["offsets"] = tensors["offsets"] + 10_000  # past the end of pixels: the ops would read out of bounds
-    meta["sha256"] = _sha256(tensors, meta)
+    meta["sha256"] = _reference_bank_sha256(tensors, meta)
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match=r"bad\.safetensors: inconsistent patch bank layout: patches beyond the"):
         PatchBank.load(tmp_path / "bad.safetensors")
@@ -217,3 +196,61 @@ def test_sources_filter_without_source_column(nih_boxes, shared_data):
         len(PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=["nih"], progress=False))
         == 0
     )
+
+
+def _reference_bank_sha256(tensors, meta) -> str:
+    """The checksum format of a bank file, written out plainly: SHA-256 of ``key=value;`` for each metadata entry but
+    the checksum (sorted by key), then of ``name:dtype:shape;`` and the raw bytes of each tensor (sorted by name)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != "sha256"):
+        h.update(f"{key}={meta[key]};".encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _file_contents(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_saved_checksum_follows_the_file_format(tmp_path):
+    bank = make_bank({"Mass": 3, "Nodule": 2, "Hernia": 1}, canvas=48, seed=4)
+    bank.save(tmp_path / "bank.safetensors")
+    meta, tensors = _file_contents(tmp_path / "bank.safetensors")
+    assert meta["sha256"] == _reference_bank_sha256(tensors, meta)
+    assert [p.name for p in tmp_path.iterdir()] == ["bank.safetensors"]  # no temporary file left
+    assert (tmp_path / "bank.safetensors").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_bank_file_written_by_release_0_1_0_loads():
+    """tests/data/patch_bank_0.1.0.safetensors: three patches saved by the first release's PatchBank.save."""
+    path = pathlib.Path(__file__).parent / "data" / "patch_bank_0.1.0.safetensors"
+    bank = PatchBank.load(path)
+    assert bank.canvas == 16 and len(bank) == 3 and bank.class_names == CXR_LT_CLASSES
+    assert [bank.class_names[c] for c in bank.classes.tolist()] == ["Fibrosis", "Mass", "Nodule"]  # sorted by class
+    assert bank.donors == ["d1.png", "d0.png", "d2.png"] and bank.sources == ["vindr", "nih", "nih"]
+    assert bank.patch(0).tolist() == [[200, 200], [200, 200]]
+    assert bank.patch(1).tolist() == [[0, 20, 40, 60], [80, 100, 120, 140], [160, 180, 200, 220]]
+    assert bank.patch(2).tolist() == [[7, 9, 11]] and bank.boxes.tolist()[2] == [0, 15, 3, 16]
+    meta, _ = _file_contents(path)
+    assert meta["sha256"] == "d78f0590549dc0311ebcc9de2edd192dceaaff5c33ca52bb16d5abf964f7c861"
+
+
+def test_bank_saved_again_stores_the_same_checksum(tmp_path):
+    path = pathlib.Path(__file__).parent / "data" / "patch_bank_0.1.0.safetensors"
+    PatchBank.load(path).save(tmp_path / "again.safetensors")
+    (meta0, tensors0), (meta1, tensors1) = _file_contents(path), _file_contents(tmp_path / "again.safetensors")
+    assert meta1 == meta0 and tensors1.keys() == tensors0.keys()
+    for k in tensors0:
+        assert torch.equal(tensors1[k], tensors0[k]) and tensors1[k].dtype == tensors0[k].dtype, k
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
