@@ -648,6 +648,35 @@ def test_cxr_lt(tmp_path):
         read_cxr_lt(bad)
 
 
+def test_repeated_columns_are_refused(tmp_path):
+    edema = 5 + CXR_LT_CLASSES.index("Edema") + 1  # 1-based, after the 5 id columns
+    for extra in ("Edema", " Edema"):
+        path = _cxr_lt_csv(tmp_path, [("d1", {"Edema"})], classes=[*CXR_LT_CLASSES, extra])
+        with pytest.raises(ValueError) as info:
+            read_cxr_lt(path)
+        assert str(info.value) == (
+            f"{path}: the header repeats a column: 'Edema' at columns {edema}, 32; a CXR-LT 2023 train/development "
+            "file has each column once: keep one copy of each"
+        )
+    head = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,Patient ID"
+    nih = _write(tmp_path / "entry.csv", f"{head}\na.png,Mass,0,1,50,M,PA,2")
+    with pytest.raises(
+        ValueError, match=r"entry.csv: the header repeats a column: 'Patient ID' at columns 4, 8; a NIH"
+    ):
+        read_nih_labels(nih)
+    chexpert = _write(
+        tmp_path / "chexpert.csv", ",".join(["subject_id", "study_id", *CHEXPERT, "Edema", "subject_id"]) + "\n1,2"
+    )
+    with pytest.raises(ValueError, match=r"repeats a column: 'subject_id' at columns 1, 18; 'Edema' at columns 6, 17"):
+        read_mimic(chexpert)
+    table = _write(tmp_path / "labels.csv", ",".join(["image_id", "path", *CXR_LT_CLASSES, "Mass"]) + "\na,a.png")
+    with pytest.raises(ValueError, match=r"labels.csv: the header repeats a column: 'Mass' at columns 16, 29; a label"):
+        read_label_table(table)
+    vindr = _write(tmp_path / "vindr.csv", VINDR_HEADER + ",class_name\na,Edema,3,R1,1,1,5,5,Edema")
+    with pytest.raises(ValueError, match=r"vindr.csv: the header repeats a column: 'class_name' at columns 2, 9"):
+        read_vindr(vindr)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # MURA
 # ---------------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = [
     "MISSING_TEXT",
     "check_dir",
     "check_file",
+    "check_unique_columns",
     "decoding_errors",
     "label_status",
     "positive_counts",
@@ -115,13 +116,27 @@ def read_header(p: pathlib.Path, codec: str) -> list[str]:
         return [h.strip() for h in next(csv.reader(f), [])]
 
 
+def check_unique_columns(p: pathlib.Path, columns: Sequence[str], names: Sequence[str], what: str) -> None:
+    """``ValueError`` naming the file, the column and its positions (1-based) when one of ``names`` appears more than
+    once in ``columns``: pandas would rename the second copy (``Edema.1``) and the reader would ignore it."""
+    repeated = [(c, [i + 1 for i, h in enumerate(columns) if h == c]) for c in dict.fromkeys(names)]
+    repeated = [(c, at) for c, at in repeated if len(at) > 1]
+    if repeated:
+        where = "; ".join(f"{c!r} at columns {', '.join(map(str, at))}" for c, at in repeated)
+        raise ValueError(
+            f"{p}: the header repeats a column: {where}; a {what} file has each column once: keep one copy of each"
+        )
+
+
 def require_columns(p: pathlib.Path, columns: list[str], expected: Sequence[str], what: str) -> None:
-    """``ValueError`` naming the file, the header and the missing columns when ``columns`` lacks one of ``expected``."""
+    """``ValueError`` naming the file, the header and the missing columns when ``columns`` lacks one of ``expected``,
+    or naming the column and its positions when one of ``expected`` appears twice."""
     missing = [c for c in expected if c not in columns]
     if missing:
         raise ValueError(
             f"{p}: not a {what} file: header {columns!r} lacks columns {missing}; expected columns {list(expected)}"
         )
+    check_unique_columns(p, columns, expected, what)
 
 
 def to_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dadam.formats.common import check_file, decoding_errors, text_codec
+from dadam.formats.common import check_file, check_unique_columns, decoding_errors, read_header, text_codec
 from dadam.formats.mimic import read_cxr_lt
 from dadam.formats.nih import read_nih_labels
 from dadam.labels import CXR_LT_CLASSES
@@ -34,8 +34,8 @@ def read_label_table(path: str | os.PathLike, *, fmt: str = "table", encoding: s
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: an unknown ``fmt``, a table without the needed columns (naming them and the file), or a file that
-            is not valid ``encoding`` text.
+        ValueError: an unknown ``fmt``, a table without the needed columns or with one of them twice (naming them and
+            the file), or a file that is not valid ``encoding`` text.
 
     Example:
         >>> table = read_label_table("train.csv", fmt="cxr-lt")  # doctest: +SKIP
@@ -51,6 +51,7 @@ def read_label_table(path: str | os.PathLike, *, fmt: str = "table", encoding: s
     codec = text_codec(encoding)
     p = check_file(path, "label table CSV")
     with decoding_errors(p, encoding):
+        check_unique_columns(p, read_header(p, codec), ("image_id", "path", *CXR_LT_CLASSES), "label table")
         table = pd.read_csv(p, dtype={"image_id": str, "path": str}, encoding=codec)
     missing = [c for c in ("image_id", "path", *CXR_LT_CLASSES) if c not in table.columns]
     if missing:

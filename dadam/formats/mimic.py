@@ -65,7 +65,7 @@ def read_mimic(
 
     Raises:
         FileNotFoundError: if a file is missing.
-        ValueError: if a header lacks an expected column, a file is not valid ``encoding`` text, or
+        ValueError: if a header lacks an expected column or repeats one, a file is not valid ``encoding`` text, or
             ``uncertain``/``blank`` is not one of the policies.
 
     Example:
@@ -194,7 +194,8 @@ def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataF
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks one of the expected columns, or the file is not valid ``encoding`` text.
+        ValueError: if the header lacks one of the expected columns or repeats one (a class column twice would
+            leave one copy unread), or the file is not valid ``encoding`` text.
 
     Example:
         >>> labels = read_cxr_lt("train.csv")  # doctest: +SKIP

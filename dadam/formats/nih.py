@@ -190,7 +190,7 @@ def read_nih_labels(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks a Data_Entry column, the file is not valid ``encoding`` text,
+        ValueError: if the header lacks a Data_Entry column or repeats one, the file is not valid ``encoding`` text,
             or ``mapping`` has a value that is not a CXR-LT class.
 
     Example:

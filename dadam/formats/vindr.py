@@ -159,8 +159,8 @@ def read_vindr(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the header lacks a VinDr column, ``raters``/``iou`` is invalid, the file is not valid
-            ``encoding`` text, or ``mapping`` has a value that is not a CXR-LT class.
+        ValueError: if the header lacks a VinDr column or repeats one, ``raters``/``iou`` is invalid, the file is not
+            valid ``encoding`` text, or ``mapping`` has a value that is not a CXR-LT class.
 
     Example:
         >>> boxes = read_vindr("train.csv", image_root="train", raters="majority")  # doctest: +SKIP
