@@ -725,6 +725,31 @@ def test_mura_missing_study_bad_rows_and_header(shared_data, tmp_path):
         read_mura(img, tmp_path / "nope.csv")
 
 
+def test_mura_conflicting_study_labels_are_skipped_whatever_the_order(shared_data, tmp_path):
+    images = (shared_data / "mura" / "train_image_paths.csv").read_text().split()
+    studies = (shared_data / "mura" / "train_labeled_studies.csv").read_text().split()
+    torn, label = studies[0].rsplit(",", 1)
+    n_torn = sum(p.startswith(torn) for p in images)
+    assert 0 < n_torn < len(images)
+    other = f"{torn},{1 - int(label)}"
+    img = _write(tmp_path / "img.csv", "\n".join(images))
+    tables = []
+    for order in ([other, *studies, studies[1]], [*studies, studies[1], other]):
+        df = read_mura(img, _write(tmp_path / "stu.csv", "\n".join(order)))
+        report = _report(df)
+        assert report.skipped == {"conflicting_label": n_torn}
+        assert report.notes["study_rows_conflicting"] == 2 and report.notes["study_rows_duplicate"] == 1
+        assert report.rows_read == report.rows_kept + n_torn == len(images)
+        assert not df["path"].str.startswith(torn).any()
+        assert (
+            "conflicting_label: " + str(n_torn) in report.summary() and "study_rows_conflicting: 2" in report.summary()
+        )
+        tables.append(df)
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    plain = read_mura(img, _write(tmp_path / "stu.csv", "\n".join(studies)))
+    assert "study_rows_conflicting" not in plain.attrs["report"].notes and len(plain) == len(images)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Text encodings
 # ---------------------------------------------------------------------------------------------------------------------

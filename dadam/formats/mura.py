@@ -35,6 +35,28 @@ def _read_headerless_csv(
     return rows
 
 
+def _study_labels(rows: list[list[str]], report: ReadReport) -> dict[str, int | None]:
+    """Study folder -> label (0/1) of the labeled-studies lines, None for a study listed with both labels.
+
+    Counts in ``report.notes``: ``study_rows_bad`` (lines that are not ``folder/,0|1``), ``study_rows_conflicting``
+    (every line of a study listed with both labels: no line wins), ``study_rows_duplicate`` (repeats of a line).
+    """
+    valid: list[tuple[str, int]] = []
+    for row in rows:
+        if len(row) != 2 or not _MURA_STUDY_RE.match(row[0]) or row[1] not in ("0", "1"):
+            report.note("study_rows_bad", 1)
+            continue
+        valid.append((row[0], int(row[1])))
+    labels: dict[str, set[int]] = {}
+    for study, label in valid:
+        labels.setdefault(study, set()).add(label)
+    conflicting = {study for study, seen in labels.items() if len(seen) > 1}
+    n_conflicting = sum(study in conflicting for study, _ in valid)
+    report.note("study_rows_conflicting", n_conflicting)
+    report.note("study_rows_duplicate", len(valid) - n_conflicting - (len(labels) - len(conflicting)))
+    return {study: None if study in conflicting else next(iter(seen)) for study, seen in labels.items()}
+
+
 def read_mura(
     image_paths_csv: str | os.PathLike, labeled_studies_csv: str | os.PathLike, *, encoding: str = "utf-8"
 ) -> pd.DataFrame:
@@ -52,8 +74,11 @@ def read_mura(
         "HUMERUS", "SHOULDER", "WRIST"), ``patient`` ("patient00001"), ``study`` ("study1_positive"), ``label`` (int
         0/1, from the labeled-studies file), ``source="mura"``. ``class_counts`` = ``{"abnormal": n, "normal": n}``.
         Skip reasons: ``bad_path`` (not a MURA image path), ``missing_study`` (the study is not in the labeled-studies
-        file), ``duplicate``. Notes: ``study_rows_bad`` (labeled-studies lines that are not ``folder/,0|1``),
-        ``label_disagrees_with_folder`` (label vs. the ``_positive``/``_negative`` folder name), ``images_<BODY_PART>``.
+        file), ``conflicting_label`` (the labeled-studies file lists the study as both 0 and 1), ``duplicate``.
+        Notes: ``study_rows_bad`` (labeled-studies lines that are not ``folder/,0|1``), ``study_rows_conflicting``
+        (labeled-studies lines of a study listed with both labels, all of them: no line wins),
+        ``study_rows_duplicate`` (a labeled-studies line repeated), ``label_disagrees_with_folder`` (label vs. the
+        ``_positive``/``_negative`` folder name), ``images_<BODY_PART>``.
 
     Raises:
         FileNotFoundError: if a file is missing.
@@ -73,12 +98,7 @@ def read_mura(
         s, encoding, 2, "MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1", _MURA_STUDY_RE
     )
     report = ReadReport(path=str(p), source="mura", rows_read=len(images))
-    studies: dict[str, int] = {}
-    for row in studies_rows:
-        if len(row) != 2 or not _MURA_STUDY_RE.match(row[0]) or row[1] not in ("0", "1"):
-            report.note("study_rows_bad", 1)
-            continue
-        studies.setdefault(row[0], int(row[1]))
+    studies = _study_labels(studies_rows, report)
     out: list[dict] = []
     seen: set[str] = set()
     for row in images:
@@ -90,6 +110,9 @@ def read_mura(
         study_key = path[: path.rfind("/") + 1]
         if study_key not in studies:
             report.skip("missing_study")
+            continue
+        if studies[study_key] is None:
+            report.skip("conflicting_label")
             continue
         if path in seen:
             report.skip("duplicate")
