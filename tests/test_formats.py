@@ -648,6 +648,34 @@ def test_cxr_lt(tmp_path):
         read_cxr_lt(bad)
 
 
+def test_cxr_lt_notes_odd_label_sets_and_keeps_them(tmp_path):
+    rows = [
+        ("d1", {"Pneumonia", "Support Devices"}),
+        ("d2", {"No Finding"}),
+        ("d3", set()),
+        ("d4", {"No Finding", "Support Devices"}),
+        ("d5", {"No Finding", "Edema"}),
+        ("d6", {"No Finding", "Edema", "Fracture"}),
+        ("d7", set(), "0.5"),  # skipped: not noted
+        ("d3", set()),  # skipped as a duplicate: not noted
+    ]
+    df = read_cxr_lt(_cxr_lt_csv(tmp_path, rows))
+    report = _report(df)
+    kept = [(d, pos) for d, pos, *bad in rows[:6]]
+    assert df["image_id"].tolist() == [d for d, _ in kept]
+    for d, pos in kept:
+        row = df.set_index("image_id").loc[d, list(CXR_LT_CLASSES)]
+        assert row.to_dict() == {c: float(c in pos) for c in CXR_LT_CLASSES}, d
+    all_zero = sum(not pos for _, pos in kept)
+    odd = sum("No Finding" in pos and bool(pos - {"No Finding", "Support Devices"}) for _, pos in kept)
+    assert (all_zero, odd) == (1, 2)
+    assert report.notes == {"all_zero_rows": all_zero, "no_finding_with_disease_rows": odd}
+    assert report.skipped == {"bad_value": 1, "duplicate": 1}
+    assert "all_zero_rows: 1" in report.summary() and "no_finding_with_disease_rows: 2" in report.summary()
+    clean = read_cxr_lt(_cxr_lt_csv(tmp_path, [("d1", {"Edema"}), ("d2", {"No Finding", "Support Devices"})]))
+    assert clean.attrs["report"].notes == {} and "\n  notes:" not in clean.attrs["report"].summary()
+
+
 def test_repeated_columns_are_refused(tmp_path):
     edema = 5 + CXR_LT_CLASSES.index("Edema") + 1  # 1-based, after the 5 id columns
     for extra in ("Edema", " Edema"):

@@ -19,12 +19,14 @@ from dadam.formats.common import (
     to_float,
 )
 from dadam.formats.report import ReadReport, attach_report
-from dadam.labels import CXR_LT_CLASSES, resolve_mapping
+from dadam.labels import CXR_LT_CLASSES, NO_FINDING, resolve_mapping
 
 __all__ = ["read_cxr_lt", "read_mimic"]
 
 _MIMIC_META_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition")
 _CXR_LT_ID_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "path")
+# Classes that may be positive beside "No Finding": a device is not a finding (the CheXpert labeller's rule).
+_NOT_FINDINGS = (NO_FINDING, "Support Devices")
 
 
 def read_mimic(
@@ -191,6 +193,9 @@ def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataF
         The label table: ``image_id`` (= ``dicom_id``), ``path`` (as in the file, relative to the MIMIC-CXR-JPG root),
         the 26 classes (0.0/1.0), ``source="cxr_lt"``, ``subject_id``, ``study_id`` (int), ``view``. Skip reasons:
         ``bad_value`` (a class value other than 0/1, or a non-integer id), ``duplicate`` (repeated ``dicom_id``).
+        Kept rows with an odd label set are counted in ``notes``: ``all_zero_rows`` (no class at all, not even
+        ``No Finding``) and ``no_finding_with_disease_rows`` (``No Finding`` beside a finding; ``Support Devices`` is
+        not a finding).
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
@@ -205,8 +210,8 @@ def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataF
     codec = text_codec(encoding)
     p = check_file(path, "CXR-LT label CSV")
     with decoding_errors(p, encoding):
-        columns = read_header(p, codec)
-        require_columns(p, columns, (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES), "CXR-LT 2023 train/development")
+        expected = (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES)
+        require_columns(p, read_header(p, codec), expected, "CXR-LT 2023 train/development")
         raw = pd.read_csv(
             p, dtype={c: str for c in ("dicom_id", "ViewPosition", "path")}, keep_default_na=False, encoding=codec
         )
@@ -222,8 +227,13 @@ def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataF
     dup[~bad] = ids[~bad].duplicated(keep="first").to_numpy()
     report.skip("duplicate", int(dup.sum()))
     keep = ~bad & ~dup
+    kept = values[keep]  # (K, 26) of 0.0/1.0
+    report.note("all_zero_rows", int((kept == 0.0).all(axis=1).sum()))
+    findings = [j for j, c in enumerate(CXR_LT_CLASSES) if c not in _NOT_FINDINGS]
+    no_finding = kept[:, CXR_LT_CLASSES.index(NO_FINDING)] == 1.0
+    report.note("no_finding_with_disease_rows", int((no_finding & (kept[:, findings] == 1.0).any(axis=1)).sum()))
     df = pd.DataFrame({"image_id": ids[keep].to_numpy(), "path": raw["path"].str.strip()[keep].to_numpy()})
-    df = pd.concat([df, pd.DataFrame(values[keep], columns=list(CXR_LT_CLASSES))], axis=1)
+    df = pd.concat([df, pd.DataFrame(kept, columns=list(CXR_LT_CLASSES))], axis=1)
     df["source"] = "cxr_lt"
     df["subject_id"] = subject[keep].astype("int64").to_numpy()
     df["study_id"] = study[keep].astype("int64").to_numpy()
