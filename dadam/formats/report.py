@@ -17,10 +17,9 @@ logger = logging.getLogger("dadam.formats")
 class ReadReport:
     """What a reader read, kept and skipped.
 
-    Two kinds of counts: ``skipped`` counts rows of the main file left out of the table, so that
-    ``rows_read == rows_kept + sum(skipped.values())`` for one-table readers (VinDr also leaves its ``No finding``
-    rows out, counted in ``notes``); ``notes`` counts everything else worth knowing, kept rows included (rows clipped
-    to the image, rows with a suspicious label set, bad lines of a second file, ...). Both show in :meth:`summary`.
+    Two kinds of counts, both shown by :meth:`summary`: ``skipped`` counts the rows of the main file left out of the
+    table, by reason (:meth:`skip`); ``notes`` counts everything else worth knowing, kept rows included (:meth:`note`):
+    boxes clipped to the image, rows with an odd label set, bad lines of a second file, negatives that are not boxes.
 
     Attributes:
         path: The file read (the main one, for readers of two files).
