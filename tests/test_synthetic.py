@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -15,9 +16,11 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
-from dadam import _draw as dr
 from dadam import synthetic as sy
 from dadam.labels import CXR_LT_CLASSES, CXR_LT_TRAIN_COUNTS, CXR_LT_TRAIN_IMAGES, NO_FINDING
+from dadam.synthetic import drawing as dr
+from dadam.synthetic.anatomy import sample_anatomy
+from dadam.synthetic.body import ChestLayers
 
 NF = CXR_LT_CLASSES.index(NO_FINDING)
 NIH_NAMES = {
@@ -208,11 +211,10 @@ def test_draw_primitives_match_references():
 def _regions(seed: int, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A lesion-free render and full-resolution masks of its anatomy (rebuilt from the same rng streams)."""
     img, _ = sy.render_chest(one_hot(NO_FINDING), size=size, rng=np.random.default_rng(seed))
-    anat, _, _ = np.random.default_rng(seed).spawn(3)
-    ch = sy._anatomy(size, anat)
-    ly = sy._Layers(ch, anat)
-    up = ly.up
-    abd = up(ly.h["abdomen"]) > 0.99
+    anatomy_rng, _, _ = np.random.default_rng(seed).spawn(3)
+    layers = ChestLayers(sample_anatomy(size, anatomy_rng), anatomy_rng)
+    up, half = layers.upsample, layers.half
+    abd = up(half.abdomen) > 0.99
     rows = np.flatnonzero(abd.any(1))
     top, bottom = np.zeros_like(abd), np.zeros_like(abd)
     top[rows[0] + size // 40 : rows[0] + size // 12] = True
@@ -220,11 +222,11 @@ def _regions(seed: int, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     centre = np.zeros_like(abd)
     centre[:, int(size * 0.3) : int(size * 0.7)] = True
     masks = {
-        "lung": (up(ly.h["lung"]) > 0.99) & (up(ly.h["heart"]) < 0.01),
-        "heart": (up(ly.h["heart"]) > 0.99) & (up(ly.h["abdomen"]) < 0.01),
+        "lung": (up(half.lung_field) > 0.99) & (up(half.heart) < 0.01),
+        "heart": (up(half.heart) > 0.99) & (up(half.abdomen) < 0.01),
         "abd_top": abd & top & centre,
         "abd_bottom": abd & bottom & centre,
-        "outside": up(ly.h["body"]) < 0.01,
+        "outside": up(half.body) < 0.01,
     }
     return img, masks
 
@@ -473,14 +475,15 @@ def test_mura_small_n_keeps_both_splits(tmp_path, n):
 
 
 def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
-    target = tmp_path / "train.csv"
-    target.write_text("old\n")
+    root = tmp_path / "mura"
+    sy.generate("mura", root, n=3, size=64, seed=0, progress=False, workers=1)
+    before = tree_hash(root)
 
     def boom(src, dst):
         raise OSError(f"disk full while replacing {dst}")
 
-    monkeypatch.setattr(sy.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        sy._atomic_write(target, "new\n")
-    assert target.read_text() == "old\n"  # the old file is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]  # and no .train.csv.tmp<pid> is left
+        sy.generate("mura", root, n=3, size=64, seed=1, progress=False, workers=1)
+    assert tree_hash(root) == before  # the old files are intact
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]  # and no temporary is left

@@ -1,4 +1,4 @@
-"""Drawing primitives for the phantom radiographs of :mod:`dadam.synthetic` (private).
+"""Drawing primitives of the phantom radiographs: steps, noise, blur, resizing, shapes, boxes, image sizes.
 
 Everything works on float32 "density" maps ``(H, W)``: larger = more attenuating = brighter on the radiograph.
 Coordinates are pixels ``(x, y)`` with a top-left origin unless a name says ``u``/``v`` (fractions of the width and
@@ -12,9 +12,11 @@ from PIL import Image
 from scipy import ndimage
 
 __all__ = [
+    "MIN_SIZE",
     "blur",
     "box_from_mask",
     "capsule",
+    "check_size",
     "disk",
     "grid",
     "polyline",
@@ -23,6 +25,16 @@ __all__ = [
     "to_uint8",
     "upsample",
 ]
+
+#: Smallest image side the phantoms are drawn at: below it the anatomy has too few pixels to read.
+MIN_SIZE = 64
+
+
+def check_size(size: int, *, name: str = "size") -> int:
+    """``size`` as an int when it is an integer ``>= MIN_SIZE``; else a ValueError naming ``name``."""
+    if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
+        raise ValueError(f"{name} must be an integer >= {MIN_SIZE}, got {size!r}")
+    return int(size)
 
 
 def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
