@@ -105,8 +105,8 @@ def test_sample_labels_seeded():
 # ------------------------------------------------------------------------------------------------------ drawing
 
 
-def test_every_class_draws_a_box_inside_the_image():
-    size = 160
+@pytest.mark.parametrize("size", [160, 131])  # an odd side upsamples the body through PIL, not the 2x path
+def test_every_class_draws_a_box_inside_the_image(size):
     for name in CXR_LT_CLASSES:
         img, boxes = sy.render_chest(one_hot(name), size=size, rng=np.random.default_rng(1))
         assert img.shape == (size, size) and img.dtype == np.uint8

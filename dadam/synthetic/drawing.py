@@ -57,7 +57,7 @@ def smoothstep(x: np.ndarray | float, e0: float, e1: float) -> np.ndarray:
 
 
 def upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bilinear resize of a float map ``(h0, w0)`` to ``(h, w)``, pixel centres aligned (float32 out).
+    """Bilinear resize of a float map ``(h0, w0)`` to ``(h, w)``, pixel centres aligned (a new, writable float32 array).
 
     The common 2x case is done with numpy (the same weights as PIL's bilinear filter: 3/4 and 1/4 of the two
     nearest source pixels, edges replicated); other sizes go through PIL.
@@ -66,7 +66,7 @@ def upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
     if a.shape == (h, w):
         return a.copy()
     if (2 * a.shape[0], 2 * a.shape[1]) != (h, w):
-        return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+        return np.array(Image.fromarray(a, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)  # writable
     q = np.float32(0.25)
     rows = np.empty((h, a.shape[1]), np.float32)
     up = np.concatenate([a[:1], a[:-1]], axis=0)
