@@ -60,7 +60,7 @@ def run_demo(
     # 2. Patch bank from the box datasets (NIH + ChestX-Det), at the training canvas.
     boxes = pd.concat(
         [
-            read_nih_boxes(nih / "BBox_List_2017.csv", image_root=nih / "images", image_size=(256, 256)),
+            read_nih_boxes(nih / "BBox_List_2017.csv", image_root=nih / "images"),
             read_chestx_det(det / "ChestX_Det_train.json", image_size=(256, 256)),
         ],
         ignore_index=True,

@@ -1005,10 +1005,10 @@ def test_readers_read_every_phantom_layout(tmp_path, layout):
     if layout == "nih":
         boxes_csv = next(p for p in csvs if p.name.startswith("BBox_List"))
         images = boxes_csv.parent / "images"
-        # The phantom's boxes are in its own pixels, not NIH's 1024: say so with image_size.
-        boxes = read_nih_boxes(boxes_csv, image_root=images, image_size=(size, size))
+        # The phantom's boxes are in NIH's 1024 px, as the real file's: the reader scales them to the image files.
+        boxes = read_nih_boxes(boxes_csv, image_root=images)
         _check_boxes(boxes, images_root=images)
-        assert "rescaled_to_file_size" not in boxes.attrs["report"].notes
+        assert boxes.attrs["report"].notes["rescaled_to_file_size"] == len(boxes)
         labels = read_nih_labels(next(p for p in csvs if p.name.startswith("Data_Entry")))
         assert len(labels) == 12 and labels.attrs["report"].unknown_labels == {}
         assert set(boxes["image_id"]) <= set(labels["image_id"])

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
+from dadam import PatchBank
 from dadam import synthetic as sy
+from dadam.formats import read_nih_boxes
 from dadam.labels import CXR_LT_CLASSES, CXR_LT_TRAIN_COUNTS, CXR_LT_TRAIN_IMAGES, NO_FINDING
 from dadam.synthetic import drawing as dr
 from dadam.synthetic.anatomy import sample_anatomy
@@ -303,10 +305,50 @@ def test_nih_layout(written, shared_data):
     for line in box_lines:
         f = line.split(",")
         assert len(f) == 6 and f[0] in names and f[1] in NIH_BOX_NAMES
-        x, y, w, h = map(float, f[2:])
-        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 128 and y + h <= 128
+        x, y, w, h = map(float, f[2:])  # NIH's 1024 px, as the real file: 8 per pixel of a 128 px phantom
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 1024 and y + h <= 1024
+        assert all(v % 8 == 0 for v in (x, y, w, h)), line
     boxed = pd.read_csv(root / "BBox_List_2017.csv", header=None, skiprows=1)
     assert boxed.shape[1] == 6
+
+
+def test_nih_boxes_read_back_onto_their_drawn_lesions(tmp_path):
+    # The box list counts in NIH's 1024 px whatever the phantom's size, so the reader (image sizes from the files)
+    # and the bank (no size given) put every patch on the lesion the generator drew.
+    size, seed, n = 200, 0, 24
+    root = sy.generate("nih", tmp_path / "nih", n=n, size=size, seed=seed, progress=False, workers=1)
+    raw = pd.read_csv(root / "BBox_List_2017.csv", header=None, skiprows=1).to_numpy()
+    xywh = raw[:, 2:6].astype(np.float64)
+    in_image = xywh * size / 1024
+    np.testing.assert_allclose(in_image, np.rint(in_image), atol=1e-9)  # whole pixels of the 200 px image
+    assert (xywh[:, 0] + xywh[:, 2]).max() > size  # not the phantom's own pixels
+
+    boxes = read_nih_boxes(root / "BBox_List_2017.csv", image_root=root / "images")
+    assert len(boxes) == len(raw) > 0 and boxes.attrs["report"].skipped == {}
+    bank = PatchBank.from_boxes(boxes, root / "images", canvas=size, progress=False)
+    assert len(bank) == len(raw)
+
+    names = pd.read_csv(root / "Data_Entry_2017_v2020.csv")["Image Index"].tolist()  # image i is row i
+    labels = sy.sample_labels(n, seed=seed)  # the labels the layout draws from
+
+    def image_rng(i: int) -> np.random.Generator:  # the documented per-image seed
+        return np.random.default_rng(np.random.SeedSequence([seed, i, sy.LAYOUTS.index("nih") + 1]))
+
+    for k in range(len(bank)):
+        donor, cls = bank.donors[k], CXR_LT_CLASSES[int(bank.classes[k])]
+        x0, y0, x1, y1 = (int(v) for v in bank.boxes[k])
+        i = names.index(donor)
+        with Image.open(root / "images" / donor) as im:
+            written = np.asarray(im, dtype=np.float64)
+        lesion_free, _ = sy.render_chest(one_hot(NO_FINDING), size=size, rng=image_rng(i))
+        _, drawn = sy.render_chest(labels[i], size=size, rng=image_rng(i))
+        # the patch is one of the boxes drawn for that class, to the pixel (rounding outwards adds at most one)
+        near = [b for b in drawn if b[0] == cls and np.abs(np.subtract(b[1:], (x0, y0, x1, y1))).max() <= 1]
+        assert near, (donor, cls, (x0, y0, x1, y1), drawn)
+        # and many of its pixels differ clearly from the same chest drawn without lesions
+        diff = np.abs(written - lesion_free)[y0:y1, x0:x1]
+        assert (diff > 8).mean() > 0.05, (donor, cls, (diff > 8).mean())
+        np.testing.assert_array_equal(bank.patch(k).numpy(), written[y0:y1, x0:x1])
 
 
 def test_cxr_lt_layout(written):

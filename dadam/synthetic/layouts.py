@@ -27,6 +27,7 @@ __all__ = [
     "CHEXPERT_LABELS",
     "LAYOUTS",
     "NIH_BBOX_HEADER",
+    "NIH_BOX_PIXELS",
     "NIH_DATA_ENTRY_HEADER",
     "VINDR_CLASSES",
     "generate",
@@ -70,6 +71,8 @@ NIH_DATA_ENTRY_HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 NIH_BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+#: Side of the released NIH PNGs, the pixels ``BBox_List_2017.csv`` counts in (phantom boxes are scaled to it).
+NIH_BOX_PIXELS = 1024
 _CHESTX_DET = {
     "Atelectasis": "Atelectasis",
     "Calcification of the Aorta": "Calcification",
@@ -180,7 +183,9 @@ def _write_nih(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: Draw
         nih_boxes = [b for b in res.boxes if b[0] in _NIH_BOX]
         if nih_boxes and rng.random() < 0.6:  # NIH boxed only a subset of its images
             for cls, x0, y0, x1, y1 in nih_boxes:
-                bbox.append([name, _NIH_BOX[cls], _number(x0), _number(y0), _number(x1 - x0), _number(y1 - y0)])
+                # in the 1024 px of the released images, as the real box list, whatever the phantom's size
+                x, y, w, h = (_number(v * NIH_BOX_PIXELS / size) for v in (x0, y0, x1 - x0, y1 - y0))
+                bbox.append([name, _NIH_BOX[cls], x, y, w, h])
     atomic_write(root / "Data_Entry_2017_v2020.csv", _csv_text(entry, NIH_DATA_ENTRY_HEADER))
     atomic_write(root / "BBox_List_2017.csv", _csv_text(bbox, NIH_BBOX_HEADER))
     ids = sorted(patients)
@@ -396,7 +401,8 @@ def generate(
 ) -> pathlib.Path:
     """Write a phantom dataset of ``n`` images in a real dataset's on-disk layout.
 
-    Layouts: ``nih`` (``images/*.png``, ``Data_Entry_2017_v2020.csv``, ``BBox_List_2017.csv``), ``cxr-lt``
+    Layouts: ``nih`` (``images/*.png``, ``Data_Entry_2017_v2020.csv``, ``BBox_List_2017.csv`` with boxes in the
+    1024 x 1024 pixels of the released NIH images, as the real file, whatever ``size``), ``cxr-lt``
     (MIMIC-CXR-JPG ``files/`` tree, ``train.csv``/``development.csv``, metadata and CheXpert CSVs), ``chestx-det``
     (``train/*.png``, ``ChestX_Det_train.json``), ``vindr`` (``train/<image_id>.dicom`` or ``.png`` without pydicom,
     ``train.csv`` with 3 raters) and ``mura`` (``MURA-v1.1/...``). Headers follow the real files byte for byte.
