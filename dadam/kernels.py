@@ -1,8 +1,8 @@
 """Triton GPU kernel of :func:`dadam.ops.paste_patches`: one launch pastes / blends every patch of a batch.
 
 Why a hand-written kernel: no library pastes a ragged set of variable-size patches, each at its own offset in its
-own image, with a per-patch weight, in one launch. kornia's CutMix loops over samples on the host (~1k img/s on an
-H200); ``torchvision.transforms.v2.CutMix`` swaps one rectangle of another image of the batch; the pure-torch
+own image, with a per-patch weight, in one launch. kornia's CutMix loops over samples on the host;
+``torchvision.transforms.v2.CutMix`` swaps one rectangle of another image of the batch; the pure-torch
 ``"vectorised"`` path of :func:`dadam.ops.paste_patches` pads every patch to the bank's largest one (``max_size``,
 e.g. 207 x 335 at canvas 448 for NIH cardiomegaly: with K = 3 slots that grid alone has as many cells as the image)
 and moves int32 indices, masks and float32 temporaries of that grid, tens of bytes per cell and channel.
