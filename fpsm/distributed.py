@@ -12,7 +12,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "barrier", "cleanup_distributed", "gather_objects", "init_distributed", "resolve_device"]
+__all__ = [
+    "DistInfo",
+    "barrier",
+    "broadcast_buffers",
+    "cleanup_distributed",
+    "gather_objects",
+    "init_distributed",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -98,3 +106,10 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, as DDP does before each forward."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)

@@ -18,17 +18,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fpsm.cli import add_dataclass_arguments, dataclass_values
 from fpsm.distributed import cleanup_distributed, init_distributed
-from fpsm.train import (
-    _SPLITS,
+from fpsm.training import (
     DATASETS,
+    SPLITS,
     TrainConfig,
-    _add_config_args,
-    _amp_dtype,
+    amp_dtype,
     build_model,
     evaluate,
-    load_checkpoint_weights,
     load_split,
+    model_weights,
+    read_checkpoint,
     write_predictions,
     write_report,
 )
@@ -90,7 +91,7 @@ def load_model(
         ``(model in eval mode on device, the run's TrainConfig)``.
     """
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     if isinstance(state, dict) and "config" in state:
         raw = state["config"]
     elif (checkpoint.parent / "config.json").is_file():
@@ -100,7 +101,7 @@ def load_model(
             f"{checkpoint} holds no config and there is no config.json next to it: cannot rebuild the model"
         )
     cfg = TrainConfig.from_dict(raw)
-    weights = load_checkpoint_weights(checkpoint)
+    weights = model_weights(state, source=checkpoint)
     num_classes = weights[next(k for k in weights if k.startswith("heads.") and k.endswith(".weight"))].shape[0]
     cfg_model = dataclasses.replace(cfg, pretrained=False, checkpoint_path=None)
     model = build_model(cfg_model, num_classes)
@@ -125,7 +126,7 @@ def predict(cfg: EvalConfig) -> EvalResult:
     info = init_distributed(cfg.device)
     try:
         model, run_cfg = load_model(cfg.checkpoint, device=info.device)
-        split = cfg.split or _SPLITS[cfg.dataset][1]
+        split = cfg.split or SPLITS[cfg.dataset][1]
         root = cfg.root if cfg.root is not None else run_cfg.root
         table, classes, image_root = load_split(cfg.dataset, root, split, csv_path=cfg.csv)
         if model.num_classes != len(classes):
@@ -135,12 +136,11 @@ def predict(cfg: EvalConfig) -> EvalResult:
         canvas = cfg.canvas or run_cfg.canvas
         ds = LabelDataset(table, image_root, canvas=canvas, classes=classes, dataset_id=run_cfg.dataset_id)
         loader = make_loader(ds, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers)
-        amp = _amp_dtype(dataclasses.replace(run_cfg, amp=cfg.amp), info.device)
         probs, targets = evaluate(
             model,
             loader,
             device=info.device,
-            amp_dtype=amp,
+            amp_dtype=amp_dtype(cfg.amp, info.device),
             channels_last=run_cfg.channels_last,
             use_dataset_ids=run_cfg.use_binary_enc,
             progress=cfg.progress and info.is_main,
@@ -165,11 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fpsm.evaluate",
         description="Predict a split with a trained FPSM; write predictions.csv and report.csv/.md",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_config_args(parser, EvalConfig)
-    args = vars(parser.parse_args(argv))
-    res = predict(EvalConfig(**args))
+    add_dataclass_arguments(parser, EvalConfig)
+    res = predict(EvalConfig(**dataclass_values(parser.parse_args(argv), EvalConfig)))
     if res.report is not None and int(os.environ.get("RANK", "0")) == 0:
         mean = res.report.loc["mean"]
         print(f"{len(res.predictions)} images: mAP {mean['AP']:.4f}, mAUC {mean['AUC']:.4f} -> {res.out}")

@@ -278,6 +278,9 @@ def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path, capsys):
         [sys.executable, "-m", "fpsm.train", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--resume" in help_text and "--init-from" in help_text and "--dadam-alpha" in help_text
+    assert "--dadam-tail" in help_text and "--dadam-soft-label" in help_text and "--batch-size" in help_text
+    headings = [line[:-1] for line in help_text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == ["options", "data", "model", "optimisation", "DADAM", "run"]
 
     # fpsm.evaluate: predictions CSV == the model's own probabilities on the same images
     from dadam.data import LabelDataset, to_model_input

@@ -1,0 +1,60 @@
+"""FPSM training as a library: ``fit(TrainConfig(...))``, and the pieces it is made of.
+
+| module | holds |
+| --- | --- |
+| ``config`` | :class:`TrainConfig` (every option of a run; DADAM as one :class:`dadam.config.DadamConfig`) |
+| ``data`` | the dataset splits as label tables, the training and evaluation loaders |
+| ``steps`` | one training step, one pass over a loader, predictions of an evaluation loader |
+| ``checkpoint`` | :class:`RunState`, random states, atomic checkpoints and weights, resume |
+| ``runlog`` | CSV logs, TensorBoard, per-class reports, prediction files |
+| ``loop`` | :func:`fit`: set-up, the training loop, the final evaluation and weights |
+
+The command line is ``python -m fpsm.train`` (:mod:`fpsm.train`).
+"""
+
+from fpsm.training.checkpoint import (
+    RunState,
+    load_checkpoint_weights,
+    model_weights,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from fpsm.training.config import DATASETS, GROUPS, MURA_CLASSES, SPLITS, TrainConfig
+from fpsm.training.data import TrainData, load_split, load_train_data, make_eval_loader, make_train_loader
+from fpsm.training.loop import FitResult, build_model, build_optimizer, build_scheduler, fit
+from fpsm.training.runlog import RunLog, write_predictions, write_report
+from fpsm.training.steps import amp_dtype, evaluate, train_one_epoch, train_step
+
+__all__ = [
+    "DATASETS",
+    "GROUPS",
+    "MURA_CLASSES",
+    "SPLITS",
+    "FitResult",
+    "RunLog",
+    "RunState",
+    "TrainConfig",
+    "TrainData",
+    "amp_dtype",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "fit",
+    "load_checkpoint_weights",
+    "load_split",
+    "load_train_data",
+    "make_eval_loader",
+    "make_train_loader",
+    "model_weights",
+    "read_checkpoint",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "save_weights",
+    "train_one_epoch",
+    "train_step",
+    "write_predictions",
+    "write_report",
+]

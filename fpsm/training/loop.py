@@ -1,0 +1,368 @@
+"""``fit``: a training run from a :class:`~fpsm.training.config.TrainConfig`, as one loop read top to bottom.
+
+Set-up (data, model, optimiser, schedule, DADAM, resume, logs), then a plain loop over epochs and batches that
+trains, logs, checkpoints and evaluates, over a small :class:`~fpsm.training.checkpoint.RunState`; then the final
+evaluation, checkpoint and ``model.pt``. Single process or ``torchrun`` (one process per GPU; gloo on CPU): rank 0
+logs and writes, every rank ends with the same weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from fpsm.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_buffers,
+    cleanup_distributed,
+    gather_objects,
+    init_distributed,
+)
+from fpsm.model import create_fpsm
+from fpsm.training.checkpoint import (
+    RunState,
+    load_checkpoint_weights,
+    load_weights,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    save_weights,
+    seed_everything,
+    weight_digest,
+)
+from fpsm.training.config import TrainConfig
+from fpsm.training.data import TrainData, load_train_data, start_epoch
+from fpsm.training.runlog import RunLog, Throughput
+from fpsm.training.steps import amp_dtype, check_loss, check_mean_loss, evaluate, train_step
+
+__all__ = ["FitResult", "build_augment", "build_model", "build_optimizer", "build_scheduler", "fit", "total_steps"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained (unwrapped) model and where the run stands."""
+
+    model: nn.Module
+    run_dir: Path
+    step: int
+    epoch: int
+    stopped: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    weight_hashes: list[str] = field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------------------- the pieces
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """``fpsm.create_fpsm`` from the config's model fields."""
+    return create_fpsm(
+        cfg.backbone,
+        stages=tuple(cfg.stages),
+        num_classes=num_classes,
+        use_binary_enc=cfg.use_binary_enc,
+        num_datasets=cfg.num_datasets,
+        pretrained=cfg.pretrained,
+        checkpoint_path=cfg.checkpoint_path,
+        drop_rate=cfg.drop_rate,
+        in_chans=3,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov); no weight decay on biases and normalisation weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: linear warm-up from ``warmup_factor * lr`` over ``warmup_steps``, then cosine to ``min_lr``."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warm = min(cfg.warmup_steps, max(total - 1, 0))
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warm, 1), eta_min=cfg.min_lr)
+    if warm == 0:
+        return cosine
+    linear = LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warm)
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's length in optimiser steps: ``epochs`` epochs, or ``max_steps`` when that ends first."""
+    total = steps_per_epoch * cfg.epochs
+    return total if cfg.max_steps is None else min(total, cfg.max_steps)
+
+
+def build_augment(
+    cfg: TrainConfig, table: pd.DataFrame, *, device: torch.device, rank: int = 0
+) -> tuple[nn.Module | None, torch.Generator | None]:
+    """DADAM on the device from ``cfg.dadam`` and ``cfg.bank`` (statistics from the training table), and its
+    generator, seeded per rank; ``(None, None)`` when ``cfg.dadam`` is None."""
+    if cfg.dadam is None:
+        return None, None
+    from dadam import DiseasedAreaAugment, PatchBank
+    from dadam.stats import LabelStats
+
+    bank = PatchBank.load(cfg.bank).to(device)
+    if bank.canvas != cfg.canvas:
+        raise ValueError(f"bank {cfg.bank} has canvas {bank.canvas} but canvas={cfg.canvas}; rebuild the bank")
+    stats = LabelStats.from_labels(table).to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+    return DiseasedAreaAugment.from_config(bank, stats, cfg.dadam, generator=generator).to(device), generator
+
+
+@dataclass
+class _Parts:
+    """What a run trains with: ``model`` runs the batches (DDP / compiled), ``core`` is what is saved."""
+
+    model: nn.Module
+    core: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    aug: nn.Module | None
+    generator: torch.Generator | None
+    amp_dtype: torch.dtype | None
+
+
+# ------------------------------------------------------------------------------------------------------ fit
+
+
+def fit(cfg: TrainConfig) -> FitResult:
+    """Train (and evaluate each epoch) as the config says.
+
+    The run directory ``cfg.out_dir`` holds ``checkpoint.pt`` (latest, written atomically every ``ckpt_every``
+    steps and at every epoch end), ``model.pt`` (final weights), ``config.json``, ``train_log.csv``,
+    ``eval_log.csv``, ``eval/`` (per-epoch report CSV + Markdown and predictions), ``tb/`` (TensorBoard) and
+    ``final.json``. ``resume=True`` continues the run from its checkpoint with the same model, optimiser, schedule,
+    random states and data order; ``init_from`` starts a new run from another run's weights only.
+
+    Returns:
+        :class:`FitResult` (model, run dir, global step, epoch, whether ``stop_after`` stopped it, last metrics).
+
+    Example:
+        >>> res = fit(TrainConfig(dataset="cxr-lt", root="phantom/cxr-lt", backbone="resnet10t", canvas=64,
+        ...                       batch_size=8, epochs=1, num_workers=0, out_dir="runs/tiny"))  # doctest: +SKIP
+    """
+    cfg.validate()
+    info = init_distributed(cfg.device)
+    try:
+        return _fit(cfg, info)
+    finally:
+        cleanup_distributed()
+
+
+def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
+    # ---- set-up: folders, data, model, optimiser, schedule, DADAM, resume, logs
+    device = info.device
+    run_dir = Path(cfg.out_dir)
+    if info.is_main:
+        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    barrier()
+    seed_everything(cfg.seed)  # same on every rank: identical initial weights (DDP also broadcasts them)
+
+    data = load_train_data(cfg, device=device, world_size=info.world_size)
+    total = total_steps(cfg, data.steps_per_epoch)
+    core = _build_core(cfg, data, device)
+    optimizer = build_optimizer(cfg, core)
+    scheduler = build_scheduler(cfg, optimizer, total)
+    # From here on each rank draws its own random numbers (dropout masks differ between ranks, as in one big batch).
+    seed_everything(cfg.seed + info.rank)
+    aug, generator = build_augment(cfg, data.table, device=device, rank=info.rank)
+    state = RunState()
+    if cfg.resume:
+        state = _resume(run_dir / CHECKPOINT_FILE, core, optimizer, scheduler, generator, info)
+    model = _wrap(core, cfg, info)
+    amp = amp_dtype(cfg.amp, device)
+    parts = _Parts(model, core, optimizer, scheduler, aug, generator, amp)
+    log = RunLog(run_dir, enabled=info.is_main, resumed_at=state.step or None, tensorboard=cfg.tensorboard)
+    log.write_config(cfg)
+
+    # ---- the loop: epochs of steps; log, checkpoint, stop; evaluate and checkpoint at each epoch's end
+    meter = Throughput()
+    desc = "ft epoch" if cfg.init_from else "train epoch"
+    while state.step < total and not state.stopped:
+        if state.batch_in_epoch >= data.steps_per_epoch:  # a checkpoint taken at the very end of an epoch
+            state.next_epoch()
+            continue
+        start_epoch(data.train_loader, state.epoch, start_batch=state.batch_in_epoch, batch_size=cfg.batch_size)
+        model.train()
+        loss_sum, batches = torch.zeros((), device=device), 0
+        show = cfg.progress and info.is_main
+        bar = tqdm(data.train_loader, desc=f"{desc} {state.epoch}", disable=not show, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            loss = train_step(
+                model,
+                batch,
+                optimizer,
+                scheduler,
+                device=device,
+                aug=aug,
+                loss=cfg.loss,
+                amp_dtype=amp,
+                channels_last=cfg.channels_last,
+                use_dataset_ids=cfg.use_binary_enc,
+                grad_clip=cfg.grad_clip,
+            )
+            state.step += 1
+            state.batch_in_epoch += 1
+            loss_sum, batches = loss_sum + loss, batches + 1
+            meter.add(batch[0].shape[0] * info.world_size)
+            if state.step % cfg.log_every == 0 or state.step == total:
+                value = check_loss(loss, state.step)  # the only host sync of a step, on logging steps only
+                lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                log.train_step(step=state.step, epoch=state.epoch, loss=value, lr=lr, img_per_s=meter.rate())
+            mid_epoch = state.batch_in_epoch < data.steps_per_epoch  # an epoch's end is saved after its evaluation
+            if state.step % cfg.ckpt_every == 0 and state.step < total and mid_epoch:
+                _save(run_dir, cfg, parts, state, data, info)
+            state.stopped = cfg.stop_after is not None and state.step >= cfg.stop_after
+            if state.stopped or state.step >= total:
+                break
+        bar.close()
+        check_mean_loss(loss_sum, batches, state.step)
+        if state.stopped:
+            break
+        if state.batch_in_epoch >= data.steps_per_epoch:
+            _evaluate(f"epoch{state.epoch:03d}", cfg, parts, data, state, log, info)
+            state.next_epoch()
+            if state.step < total:
+                _save(run_dir, cfg, parts, state, data, info)
+
+    # ---- the end (unless stop_after stopped the run as if killed): evaluation, checkpoint, model.pt, final.json
+    digests: list[str] = []
+    if not state.stopped:
+        if state.batch_in_epoch > 0 or not state.metrics:  # ended mid-epoch (max_steps): evaluate the last weights
+            _evaluate(f"step{state.step:07d}", cfg, parts, data, state, log, info)
+        broadcast_buffers(core)
+        _save(run_dir, cfg, parts, state, data, info)
+        if info.is_main:
+            save_weights(run_dir / MODEL_FILE, core)
+        digests = gather_objects(weight_digest(core))
+        log.write_final(step=state.step, epoch=state.epoch, metrics=state.metrics, weight_digests=digests)
+    log.close()
+    barrier()
+    return FitResult(
+        model=core,
+        run_dir=run_dir,
+        step=state.step,
+        epoch=state.epoch,
+        stopped=state.stopped,
+        metrics=state.metrics,
+        weight_hashes=digests,
+    )
+
+
+# ------------------------------------------------------------------------------------------ the steps of fit
+
+
+def _build_core(cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.Module:
+    """The model on the device (channels-last when asked), with ``init_from``'s weights when given."""
+    core = build_model(cfg, len(data.classes)).to(device)
+    if cfg.channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    if cfg.init_from:
+        load_weights(
+            core,
+            load_checkpoint_weights(cfg.init_from),
+            source=f"init_from={cfg.init_from}",
+            description=f"{cfg.backbone}, stages {cfg.stages}, {len(data.classes)} classes",
+        )
+    return core
+
+
+def _resume(
+    path: Path,
+    core: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator | None,
+    info: DistInfo,
+) -> RunState:
+    """The run's state from its checkpoint, or a new run when there is none."""
+    if not path.is_file():
+        if info.is_main:
+            print(f"resume: no checkpoint at {path}; starting a new run")
+        return RunState()
+    state = restore_checkpoint(
+        read_checkpoint(path),
+        model=core,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        rank=info.rank,
+        world_size=info.world_size,
+        source=path,
+    )
+    if info.is_main:
+        print(f"resumed {path} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
+    return state
+
+
+def _wrap(core: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module:
+    """DDP across ranks, then ``torch.compile`` when asked."""
+    model = core
+    if info.distributed:
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    return torch.compile(model) if cfg.compile else model
+
+
+def _save(run_dir: Path, cfg: TrainConfig, parts: _Parts, state: RunState, data: TrainData, info: DistInfo) -> None:
+    """``checkpoint.pt`` at the run's position (every rank takes part; rank 0 writes)."""
+    save_checkpoint(
+        run_dir / CHECKPOINT_FILE,
+        model=parts.core,
+        optimizer=parts.optimizer,
+        scheduler=parts.scheduler,
+        state=state,
+        generator=parts.generator,
+        config=cfg,
+        class_names=data.classes,
+        write=info.is_main,
+    )
+
+
+def _evaluate(
+    tag: str, cfg: TrainConfig, parts: _Parts, data: TrainData, state: RunState, log: RunLog, info: DistInfo
+) -> None:
+    """Predict the validation split, write its report and predictions, and keep its mean row in ``state``."""
+    if data.val_loader is None:
+        return
+    broadcast_buffers(parts.core)  # every rank predicts its shard with rank 0's BatchNorm statistics
+    probs, targets = evaluate(
+        parts.model,
+        data.val_loader,
+        device=info.device,
+        amp_dtype=parts.amp_dtype,
+        channels_last=cfg.channels_last,
+        use_dataset_ids=cfg.use_binary_enc,
+        progress=cfg.progress and info.is_main,
+    )
+    metrics = log.evaluation(
+        tag,
+        step=state.step,
+        epoch=state.epoch,
+        probs=probs,
+        targets=targets,
+        image_ids=data.val_table["image_id"].astype(str),
+        class_names=data.classes,
+        threshold=cfg.threshold,
+    )
+    state.metrics = gather_objects(metrics)[0]  # rank 0's, on every rank

@@ -1,0 +1,224 @@
+"""The per-batch work of training and evaluation: one optimiser step, one pass over a loader, predictions.
+
+Each training step: batch to the device -> DADAM (uint8, on the device) -> :func:`dadam.data.to_model_input` ->
+forward under autocast -> :func:`fpsm.pyramid_loss` -> backward -> optimiser and scheduler step. Nothing in a step
+reads a value back to the host; :func:`check_loss` does, on the steps that log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from dadam.data import to_model_input
+from fpsm.distributed import gather_objects
+from fpsm.loss import pyramid_loss
+
+__all__ = ["amp_dtype", "autocast", "check_loss", "check_mean_loss", "evaluate", "train_one_epoch", "train_step"]
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting: ``"bf16"``, or ``"auto"`` on CUDA -> bfloat16; else None (fp32)."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or a context that does nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_loss(loss: torch.Tensor, step: int) -> float:
+    """``float(loss)`` (a host sync), raising ``FloatingPointError`` when it is not finite."""
+    value = float(loss)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss is {value} at step {step}; lower lr or check the labels")
+    return value
+
+
+def train_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    device: torch.device,
+    aug: nn.Module | None = None,
+    loss: str = "soft_margin",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    use_dataset_ids: bool = False,
+    grad_clip: float | None = None,
+) -> torch.Tensor:
+    """One optimiser and scheduler step on one batch.
+
+    Args:
+        model: the (possibly DDP-wrapped / compiled) FPSM, in train mode.
+        batch: ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
+        optimizer: the optimiser.
+        scheduler: per-step LR scheduler.
+        device: where the batch goes.
+        aug: a :class:`dadam.DiseasedAreaAugment` or None.
+        loss: ``pyramid_loss`` kind.
+        amp_dtype: autocast dtype (None: full precision).
+        channels_last: feed channels-last input.
+        use_dataset_ids: pass ``dataset_ids`` to the model (FPSM built with ``use_binary_enc``).
+        grad_clip: clip the global grad norm to this value.
+
+    Returns:
+        the loss, a detached 0-dim tensor on the device (``float(loss)`` waits for the device).
+    """
+    images, labels, dataset_ids = batch
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True).float()
+    dataset_ids = dataset_ids.to(device, non_blocking=True)
+    if aug is not None:
+        images, labels = aug(images, labels)
+    x = to_model_input(images, channels_last=channels_last)
+    with autocast(device, amp_dtype):
+        out = model(x, dataset_ids if use_dataset_ids else None)
+        value = pyramid_loss(out, labels, loss=loss)
+    optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return value.detach()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    device: torch.device,
+    step: int,
+    aug: nn.Module | None = None,
+    loss: str = "soft_margin",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    use_dataset_ids: bool = False,
+    grad_clip: float | None = None,
+    on_step: Callable[[int, torch.Tensor, int], bool] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    log_every: int = 10,
+) -> tuple[int, float]:
+    """One pass over ``loader`` (or until ``on_step`` asks to stop), one :func:`train_step` per batch.
+
+    Args:
+        model, optimizer, scheduler, device, aug, loss, amp_dtype, channels_last, use_dataset_ids, grad_clip:
+            as for :func:`train_step`.
+        loader: yields ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
+        step: global step count before this epoch.
+        on_step: ``on_step(step, loss, batch_size) -> stop`` after every optimiser step; ``loss`` is a 0-dim
+            tensor on the device (``float(loss)`` waits for the GPU: do it only when logging).
+        progress: show a tqdm bar with the loss.
+        desc: bar label.
+        log_every: read the loss back to the host (bar, non-finite check) only every this many steps, so the
+            CPU can queue the next steps while the GPU works.
+
+    Returns:
+        ``(step, mean loss)`` after the epoch.
+
+    Example:
+        >>> step, mean_loss = train_one_epoch(model, loader, opt, sched, device=torch.device("cpu"), step=0)  # doctest: +SKIP
+    """
+    model.train()
+    total, count = torch.zeros((), device=device), 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for batch in bar:
+        value = train_step(
+            model,
+            batch,
+            optimizer,
+            scheduler,
+            device=device,
+            aug=aug,
+            loss=loss,
+            amp_dtype=amp_dtype,
+            channels_last=channels_last,
+            use_dataset_ids=use_dataset_ids,
+            grad_clip=grad_clip,
+        )
+        step += 1
+        total, count = total + value, count + 1
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{check_loss(value, step):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if on_step is not None and on_step(step, value, batch[0].shape[0]):
+            break
+    bar.close()
+    return step, check_mean_loss(total, count, step)
+
+
+def check_mean_loss(total: torch.Tensor, count: int, step: int) -> float:
+    """The mean of ``count`` summed losses (a host sync), raising ``FloatingPointError`` when it is not finite."""
+    mean = float(total) / max(count, 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"mean loss of the epoch is {mean} (step {step}); lower lr or check the labels")
+    return mean
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    use_dataset_ids: bool = False,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predict every image of an evaluation loader; with DDP, gather all ranks' shards on every rank.
+
+    The loader must use :class:`dadam.data.ShardSampler` (``make_loader(..., train=False)``): rank ``r`` holds
+    rows ``r, r + W, r + 2W, ...``, which are put back in dataset order.
+
+    Args:
+        model: the model (put in eval mode for the pass, then back).
+        loader: yields ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
+        device: where the images go.
+        amp_dtype: autocast dtype (None: full precision).
+        channels_last: feed channels-last input.
+        use_dataset_ids: pass ``dataset_ids`` to the model.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(probs, targets)``: float32 ``(N, C)`` on the CPU, in dataset order.
+
+    Example:
+        >>> probs, targets = evaluate(model, make_eval_loader(cfg, table, classes, root), device=device)  # doctest: +SKIP
+    """
+    was_training = model.training
+    model.eval()
+    probs, targets = [], []
+    for images, labels, dataset_ids in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        x = to_model_input(images.to(device, non_blocking=True), channels_last=channels_last)
+        with autocast(device, amp_dtype):
+            out = model(x, dataset_ids.to(device) if use_dataset_ids else None)
+        probs.append(out.probs.float().cpu())
+        targets.append(labels.float().cpu())
+    model.train(was_training)
+    c = loader.dataset.labels.shape[1] if hasattr(loader, "dataset") else (probs[0].shape[1] if probs else 0)
+    local_p = torch.cat(probs) if probs else torch.zeros(0, c)
+    local_t = torch.cat(targets) if targets else torch.zeros(0, c)
+    parts = gather_objects((local_p, local_t))
+    if len(parts) == 1:
+        return local_p, local_t
+    n = sum(p.shape[0] for p, _ in parts)
+    world = len(parts)
+    all_p, all_t = torch.empty(n, c), torch.empty(n, c)
+    for r, (p, t) in enumerate(parts):
+        all_p[r::world], all_t[r::world] = p, t
+    return all_p, all_t
