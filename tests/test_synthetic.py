@@ -526,6 +526,49 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        sy.generate("mura", root, n=3, size=64, seed=1, progress=False, workers=1)
+        sy.generate("mura", root, n=3, size=64, seed=1, progress=False, workers=1, overwrite=True)
     assert tree_hash(root) == before  # the old files are intact
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]  # and no temporary is left
+
+
+def test_existing_files_are_not_overwritten_unless_asked(tmp_path):
+    root = tmp_path / "nih"
+    sy.generate("nih", root, n=4, size=64, seed=0, progress=False, workers=1)
+    first = tree_hash(root)
+    first_image = pd.read_csv(root / "Data_Entry_2017_v2020.csv")["Image Index"][0]
+    # the first file the run would write is named, and nothing is drawn or written
+    with pytest.raises(FileExistsError, match=re.escape(f"{root / 'images' / first_image} exists")) as err:
+        sy.generate("nih", root, n=4, size=64, seed=0, progress=False, workers=1)
+    assert "overwrite=True" in str(err.value) and "--overwrite" in str(err.value)
+    assert tree_hash(root) == first
+    # overwrite=True replaces every file the run writes: the same bytes as a fresh run with those arguments
+    sy.generate("nih", root, n=4, size=64, seed=1, progress=False, workers=1, overwrite=True)
+    fresh = tree_hash(sy.generate("nih", tmp_path / "fresh", n=4, size=64, seed=1, progress=False, workers=1))
+    now = tree_hash(root)
+    assert {k: now[k] for k in fresh} == fresh and fresh["Data_Entry_2017_v2020.csv"] != first[
+        "Data_Entry_2017_v2020.csv"
+    ]
+    with pytest.raises(TypeError, match="overwrite must be a bool, got 'yes'"):
+        sy.generate("nih", root, n=4, size=64, seed=1, progress=False, workers=1, overwrite="yes")
+
+
+def test_a_users_table_is_protected_and_other_files_are_left_alone(tmp_path):
+    (tmp_path / "train.csv").write_text("my,own\n")  # VinDr's table name; its images have random names
+    (tmp_path / "notes.txt").write_text("keep\n")
+    with pytest.raises(FileExistsError, match=re.escape(f"{tmp_path / 'train.csv'} exists")):
+        sy.generate("vindr", tmp_path, n=2, size=64, seed=0, progress=False, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "train.csv"]  # no image was written
+    assert (tmp_path / "train.csv").read_text() == "my,own\n"
+    root = sy.generate("mura", tmp_path, n=2, size=64, seed=0, progress=False, workers=1)  # no name in common
+    assert (root / "notes.txt").read_text() == "keep\n" and (root / "train.csv").read_text() == "my,own\n"
+
+
+def test_cli_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
+    argv = ["--layout", "mura", "--n", "2", "--size", "64", "--out", str(tmp_path), "--workers", "1", "--no-progress"]
+    assert sy.main(argv) == 0
+    with pytest.raises(SystemExit) as exc:
+        sy.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'MURA-v1.1'}" in err and "exists" in err and "--overwrite" in err
+    assert sy.main([*argv, "--overwrite"]) == 0

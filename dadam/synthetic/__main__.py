@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = min(2, cpu count))")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier phantom dataset in --out (without it, a file that exists is an error)",
+    )
     return parser
 
 
@@ -38,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             progress=not args.no_progress,
             workers=args.workers,
+            overwrite=args.overwrite,
         )
-    except ValueError as err:
+    except (ValueError, FileExistsError) as err:
         parser.error(str(err))
     print(f"wrote {args.n} {args.layout} phantom images to {root}")
     return 0

@@ -123,6 +123,26 @@ _VINDR = {
 CHEXPERT_LABELS: tuple[str, ...] = tuple(CHEXPERT_TO_CXR_LT)  # the 14 CheXpert columns, in file order
 
 
+def _mura_table(split: str, kind: str) -> str:
+    return f"MURA-v1.1/{split}_{kind}.csv"
+
+
+# The tables each layout writes beside its images, relative to the dataset root, in the order they are written.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "nih": ("Data_Entry_2017_v2020.csv", "BBox_List_2017.csv", "train_val_list.txt", "test_list.txt"),
+    "cxr-lt": ("train.csv", "development.csv", "mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-chexpert.csv"),
+    "chestx-det": ("ChestX_Det_train.json",),
+    "vindr": ("train.csv",),
+    "mura": tuple(
+        _mura_table(split, kind) for split in ("train", "valid") for kind in ("image_paths", "labeled_studies")
+    ),
+}
+
+
+def _table_paths(root: pathlib.Path, layout: str) -> list[pathlib.Path]:
+    return [root / name for name in _TABLES[layout]]
+
+
 def layout_code(layout: str) -> int:
     """The number that seeds ``layout``'s images (its position in :data:`LAYOUTS`, from 1)."""
     return LAYOUTS.index(layout) + 1
@@ -186,12 +206,13 @@ def _write_nih(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: Draw
                 # in the 1024 px of the released images, as the real box list, whatever the phantom's size
                 x, y, w, h = (_number(v * NIH_BOX_PIXELS / size) for v in (x0, y0, x1 - x0, y1 - y0))
                 bbox.append([name, _NIH_BOX[cls], x, y, w, h])
-    atomic_write(root / "Data_Entry_2017_v2020.csv", _csv_text(entry, NIH_DATA_ENTRY_HEADER))
-    atomic_write(root / "BBox_List_2017.csv", _csv_text(bbox, NIH_BBOX_HEADER))
+    entry_csv, bbox_csv, train_list, test_list = _table_paths(root, "nih")
+    atomic_write(entry_csv, _csv_text(entry, NIH_DATA_ENTRY_HEADER))
+    atomic_write(bbox_csv, _csv_text(bbox, NIH_BBOX_HEADER))
     ids = sorted(patients)
     test = set(p for p in ids if rng.random() < 0.2)
-    atomic_write(root / "train_val_list.txt", "".join(f"{m}\n" for p in ids if p not in test for m in patients[p]))
-    atomic_write(root / "test_list.txt", "".join(f"{m}\n" for p in ids if p in test for m in patients[p]))
+    atomic_write(train_list, "".join(f"{m}\n" for p in ids if p not in test for m in patients[p]))
+    atomic_write(test_list, "".join(f"{m}\n" for p in ids if p in test for m in patients[p]))
 
 
 def _write_cxr_lt(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
@@ -257,16 +278,17 @@ def _write_cxr_lt(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: D
                 else:
                     cells.append(0.0 if r < 0.1 and c != NO_FINDING else None)  # most negatives are blank
             chexpert[(subject, study)] = [subject, study, *cells]
-    atomic_write(root / "train.csv", _csv_text(train_rows, header))
-    atomic_write(root / "development.csv", _csv_text(dev_rows, header))
+    train_csv, development_csv, metadata_csv, chexpert_csv = _table_paths(root, "cxr-lt")
+    atomic_write(train_csv, _csv_text(train_rows, header))
+    atomic_write(development_csv, _csv_text(dev_rows, header))
     metadata_header = (
         "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
         "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
         "PatientOrientationCodeSequence_CodeMeaning"
     )
-    atomic_write(root / "mimic-cxr-2.0.0-metadata.csv", _csv_text(metadata_rows, metadata_header))
+    atomic_write(metadata_csv, _csv_text(metadata_rows, metadata_header))
     chexpert_header = ",".join(["subject_id", "study_id", *CHEXPERT_LABELS])
-    atomic_write(root / "mimic-cxr-2.0.0-chexpert.csv", _csv_text(list(chexpert.values()), chexpert_header))
+    atomic_write(chexpert_csv, _csv_text(list(chexpert.values()), chexpert_header))
 
 
 def _write_chestx_det(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
@@ -284,7 +306,8 @@ def _write_chestx_det(root: pathlib.Path, n: int, size: int, seed: int, rng, dra
                 boxes.append([x0, y0, x1, y1])
                 polygons.append([[min(max(x, x0), x1 - 1), min(max(y, y0), y1 - 1)] for x, y in outline])
         entries.append({"file_name": pathlib.Path(job.rel).name, "syms": syms, "boxes": boxes, "polygons": polygons})
-    atomic_write(root / "ChestX_Det_train.json", json.dumps(entries))
+    (entries_json,) = _table_paths(root, "chestx-det")
+    atomic_write(entries_json, json.dumps(entries))
 
 
 def _write_vindr(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
@@ -326,7 +349,8 @@ def _write_vindr(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: Dr
                 )
             rows.extend(mine or [[image_id, "No finding", 14, rater, None, None, None, None]])
     header = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
-    atomic_write(root / "train.csv", _csv_text(rows, header))
+    (train_csv,) = _table_paths(root, "vindr")
+    atomic_write(train_csv, _csv_text(rows, header))
 
 
 def _mura_studies(n: int, rng) -> list[tuple[str, str, int, int, bool, int]]:
@@ -376,8 +400,18 @@ def _write_mura(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: Dra
             i += 1
     draw(jobs)
     for split in ("train", "valid"):
-        atomic_write(root / "MURA-v1.1" / f"{split}_image_paths.csv", _csv_text(paths[split], None))
-        atomic_write(root / "MURA-v1.1" / f"{split}_labeled_studies.csv", _csv_text(labelled[split], None))
+        atomic_write(root / _mura_table(split, "image_paths"), _csv_text(paths[split], None))
+        atomic_write(root / _mura_table(split, "labeled_studies"), _csv_text(labelled[split], None))
+
+
+def _refuse_existing(paths: Sequence[pathlib.Path]) -> None:
+    """Raise FileExistsError naming the first of ``paths`` that exists."""
+    for path in paths:
+        if os.path.lexists(path):
+            raise FileExistsError(
+                f"{path} exists: the phantom dataset would overwrite it; pass overwrite=True (command line: "
+                "--overwrite) to replace an earlier phantom dataset, or choose an empty output folder"
+            )
 
 
 _WRITERS = {
@@ -398,6 +432,7 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     workers: int = 0,
+    overwrite: bool = False,
 ) -> pathlib.Path:
     """Write a phantom dataset of ``n`` images in a real dataset's on-disk layout.
 
@@ -409,15 +444,22 @@ def generate(
 
     Args:
         layout: one of :data:`LAYOUTS`.
-        out: dataset root to write into (created; existing files of the same names are replaced).
+        out: dataset root to write into (created when missing). Files of other names in it are left alone.
         n: number of images (>= 1).
         size: image side in pixels (>= 64; VinDr images are resized to ``size * U(1.8, 2.4)`` per side).
         seed: integer >= 0; the same seed writes the same bytes, whatever ``workers``.
         progress: show a tqdm bar.
         workers: processes; 0 = ``min(2, cpu_count)``.
+        overwrite: replace files of the dataset that already exist in ``out`` (an earlier phantom dataset). When
+            False, nothing is drawn or written if one exists.
 
     Returns:
         The dataset root (``out``) as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: a bad ``layout``, ``n``, ``size``, ``seed`` or ``workers``.
+        FileExistsError: a file the dataset would write exists in ``out`` and ``overwrite`` is False (the error
+            names the first one).
 
     Example:
         >>> import tempfile
@@ -432,6 +474,8 @@ def generate(
     size = check_size(size)
     if not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = auto), got {workers!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
     check_seed(seed)
     workers = int(workers) or min(2, os.cpu_count() or 1)
     root = pathlib.Path(out)
@@ -440,6 +484,9 @@ def generate(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDA7A, code]))
 
     def draw(jobs: Sequence[ImageJob]) -> list[JobResult]:
+        # every writer plans its images, then draws them before it writes anything: the last moment to refuse
+        if not overwrite:
+            _refuse_existing([root / job.rel for job in jobs] + _table_paths(root, layout))
         return run_jobs(
             root, jobs, size=size, seed=int(seed), layout=layout, layout_code=code, workers=workers, progress=progress
         )
