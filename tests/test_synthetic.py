@@ -572,3 +572,22 @@ def test_cli_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'MURA-v1.1'}" in err and "exists" in err and "--overwrite" in err
     assert sy.main([*argv, "--overwrite"]) == 0
+
+
+def test_size_is_bounded_with_a_clear_error(tmp_path, capsys):
+    assert dr.check_size(dr.MAX_SIZE) == dr.MAX_SIZE == 4096 and dr.check_size(64) == 64
+    msg = re.escape("size=4097 is above the limit of 4096 pixels") + ".* GB per worker; choose size <= 4096"
+    with pytest.raises(ValueError, match=msg):
+        dr.check_size(4097)
+    rng = np.random.default_rng(0)
+    for call in (
+        lambda: sy.generate("nih", tmp_path / "big", n=1, size=100_000),
+        lambda: sy.render_chest(one_hot("Nodule"), size=100_000, rng=rng),
+        lambda: sy.render_limb("HAND", abnormal=True, size=100_000, rng=rng),
+    ):
+        with pytest.raises(ValueError, match=re.escape("size=100000 is above the limit of 4096 pixels")):
+            call()
+    assert not (tmp_path / "big").exists()  # refused before anything is created
+    with pytest.raises(SystemExit) as exc:
+        sy.main(["--layout", "nih", "--n", "1", "--size", "100000", "--out", str(tmp_path / "big")])
+    assert exc.value.code == 2 and "size=100000 is above the limit of 4096 pixels" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from dadam.synthetic.drawing import DRAW_BYTES_PER_PIXEL, MAX_SIZE, MIN_SIZE
 from dadam.synthetic.layouts import LAYOUTS, generate
 
 __all__ = ["main"]
@@ -17,7 +18,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout to write")
     parser.add_argument("--n", type=int, required=True, help="number of images")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help=f"image side in pixels, {MIN_SIZE} to {MAX_SIZE} (default 512); drawing one image takes up to about "
+        f"{DRAW_BYTES_PER_PIXEL} bytes per pixel in each worker ({DRAW_BYTES_PER_PIXEL * MAX_SIZE**2 / 1e9:.0f} GB at "
+        f"{MAX_SIZE}), so the limit keeps two workers well inside 24 GB of memory",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = min(2, cpu count))")

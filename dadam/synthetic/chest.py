@@ -47,7 +47,7 @@ def render_chest(labels_row: np.ndarray, *, size: int, rng: np.random.Generator)
 
     Args:
         labels_row: ``(26,)`` 0/1 in CXR-LT class order (``No Finding`` is ignored: it means "draw nothing").
-        size: side of the square image in pixels (>= 64).
+        size: side of the square image in pixels (64 to 4096, :data:`~dadam.synthetic.drawing.MAX_SIZE`).
         rng: the image's generator; it is split into anatomy / lesion / grain streams, so the anatomy of a given
             ``rng`` state is the same whatever the labels (lesion-free and lesion renders differ only at lesions).
 

@@ -12,6 +12,8 @@ from PIL import Image
 from scipy import ndimage
 
 __all__ = [
+    "DRAW_BYTES_PER_PIXEL",
+    "MAX_SIZE",
     "MIN_SIZE",
     "blur",
     "box_from_mask",
@@ -28,12 +30,24 @@ __all__ = [
 
 #: Smallest image side the phantoms are drawn at: below it the anatomy has too few pixels to read.
 MIN_SIZE = 64
+#: Largest image side. While a chest is drawn its maps take up to about 120 bytes per pixel (about 2 GB at 4096 px,
+#: 8 GB at 8192), in each worker process; 4096 keeps the default two workers well inside a 24 GB machine and is
+#: still above the side of real radiographs (NIH 1024 px, MIMIC-CXR-JPG and VinDr-CXR about 2500-3500 px).
+MAX_SIZE = 4096
+#: Bytes per pixel a chest's drawing may hold at once (every class drawn).
+DRAW_BYTES_PER_PIXEL = 120
 
 
 def check_size(size: int, *, name: str = "size") -> int:
-    """``size`` as an int when it is an integer ``>= MIN_SIZE``; else a ValueError naming ``name``."""
+    """``size`` as an int when it is an integer in ``[MIN_SIZE, MAX_SIZE]``; else a ValueError naming ``name``."""
     if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise ValueError(f"{name} must be an integer >= {MIN_SIZE}, got {size!r}")
+    if size > MAX_SIZE:
+        need = DRAW_BYTES_PER_PIXEL * int(size) ** 2 / 1e9
+        raise ValueError(
+            f"{name}={size} is above the limit of {MAX_SIZE} pixels: drawing one image of that side needs about "
+            f"{need:.0f} GB per worker; choose {name} <= {MAX_SIZE}"
+        )
     return int(size)
 
 

@@ -446,7 +446,8 @@ def generate(
         layout: one of :data:`LAYOUTS`.
         out: dataset root to write into (created when missing). Files of other names in it are left alone.
         n: number of images (>= 1).
-        size: image side in pixels (>= 64; VinDr images are resized to ``size * U(1.8, 2.4)`` per side).
+        size: image side in pixels, 64 to :data:`~dadam.synthetic.drawing.MAX_SIZE` (4096; one image takes up to about
+            120 bytes per pixel while it is drawn). VinDr images are then resized to ``size * U(1.8, 2.4)`` per side.
         seed: integer >= 0; the same seed writes the same bytes, whatever ``workers``.
         progress: show a tqdm bar.
         workers: processes; 0 = ``min(2, cpu_count)``.

@@ -120,7 +120,8 @@ def render_limb(part: str, *, abnormal: bool, size: int, rng: np.random.Generato
     Args:
         part: one of :data:`MURA_PARTS`.
         abnormal: draw a lesion: a fracture line through a bone, or orthopaedic hardware (plate and screws).
-        size: image height in pixels (>= 64); the width is ``size * U(0.72, 1.0)``.
+        size: image height in pixels (64 to 4096, :data:`~dadam.synthetic.drawing.MAX_SIZE`); the width is
+            ``size * U(0.72, 1.0)``.
         rng: the image's generator.
 
     Returns:
