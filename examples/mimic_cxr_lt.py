@@ -31,11 +31,11 @@ import pandas as pd
 
 from dadam import PatchBank
 from dadam.config import add_dadam_arguments, dadam_config_from_args
+from dadam.files import atomic_write
 from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes, read_vindr
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.ensemble import average_predictions
 from fpsm.evaluate import EvalConfig, predict
-from fpsm.metrics import atomic_write_text
 from fpsm.train import TrainConfig, fit, write_report
 
 
@@ -203,14 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         CXR_LT_CLASSES,
         out / "ensemble" / "report",
     )
-    atomic_write_text(out / "ensemble" / "predictions.csv", ens.to_csv(index=False))
+    atomic_write(out / "ensemble" / "predictions.csv", ens.to_csv(index=False))
     summary.append({"model": "ensemble", **report.loc["mean"].to_dict()})
     table = pd.DataFrame(summary).set_index("model")
-    atomic_write_text(out / "summary.csv", table.to_csv())
+    atomic_write(out / "summary.csv", table.to_csv())
     print(table[["AP", "AUC", "F1"]].to_string(float_format=lambda v: f"{v:.4f}"))
-    atomic_write_text(
-        out / "summary.json", json.dumps({"seconds": time.perf_counter() - t0, "models": summary}, indent=2)
-    )
+    atomic_write(out / "summary.json", json.dumps({"seconds": time.perf_counter() - t0, "models": summary}, indent=2))
     print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
     return 0
 

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_cohen_kappa
 
+from dadam.files import atomic_write
 from fpsm.evaluate import EvalConfig, predict
-from fpsm.metrics import atomic_write_text
 from fpsm.train import TrainConfig, fit, load_split
 
 
@@ -125,15 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     if ev.predictions["image_id"].tolist() != images["image_id"].astype(str).tolist():
         raise RuntimeError("prediction rows do not line up with the MURA valid table")
     studies = study_level(images, ev.predictions["Abnormal"])
-    atomic_write_text(out / "valid" / "study_predictions.csv", studies.to_csv(index=False))
+    atomic_write(out / "valid" / "study_predictions.csv", studies.to_csv(index=False))
     table = kappa_table(studies, threshold=args.threshold)
-    atomic_write_text(out / "valid" / "kappa.csv", table.to_csv())
+    atomic_write(out / "valid" / "kappa.csv", table.to_csv())
     md = ["| body part | studies | abnormal | kappa | AUC | accuracy |", "|---|---|---|---|---|---|"]
     md += [
         f"| {k} | {r.studies} | {r.abnormal} | {r.kappa:.4f} | {r.AUC:.4f} | {r.accuracy:.4f} |"
         for k, r in table.iterrows()
     ]
-    atomic_write_text(out / "valid" / "kappa.md", "\n".join(md) + "\n")
+    atomic_write(out / "valid" / "kappa.md", "\n".join(md) + "\n")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
     return 0

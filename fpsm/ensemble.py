@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pathlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from fpsm.metrics import atomic_write_text
+from dadam.files import atomic_write
 from fpsm.model import FPSMOutput
 
 __all__ = ["EnsembleModel", "average_predictions", "main", "normalize_weights", "read_predictions"]
@@ -181,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         df = average_predictions(args.csv, args.weights, id_column=args.id_column)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    atomic_write_text(args.out, df.to_csv(index=False))
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, df.to_csv(index=False))
     w = normalize_weights(args.weights, len(args.csv))
     print(
         f"wrote {args.out}: {len(df)} ids x {df.shape[1] - 1} classes, mean of {len(args.csv)} files, weights "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import pathlib
 import warnings
 from collections.abc import Sequence
 
@@ -22,6 +22,8 @@ from torchmetrics.functional.classification import (
     multilabel_precision,
     multilabel_recall,
 )
+
+from dadam.files import atomic_write
 
 __all__ = ["METRICS", "multilabel_report", "report_to_markdown", "save_report"]
 
@@ -180,31 +182,16 @@ def save_report(df: pd.DataFrame, path: str | os.PathLike, *, digits: int = 4) -
 
     Args:
         df: the report from :func:`multilabel_report`.
-        path: destination ending in ``.csv`` or ``.md``.
+        path: destination ending in ``.csv`` or ``.md``; its folder is created.
         digits: decimals in Markdown.
     """
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
     if suffix == ".csv":
         text = df.to_csv()
     elif suffix == ".md":
         text = report_to_markdown(df, digits=digits)
     else:
-        raise ValueError(f"path must end in .csv or .md, got {path!r}")
-    atomic_write_text(path, text)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        raise ValueError(f"path must end in .csv or .md, got {os.fspath(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)

@@ -1,6 +1,7 @@
 """fpsm.metrics: the per-class report against scikit-learn, exclusions, Markdown and CSV output."""
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,9 @@ def test_markdown_and_csv_output(tmp_path):
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
     assert (tmp_path / "out" / "report.md").read_text() == report_to_markdown(df)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.csv", "report.md"]  # no temp leftovers
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "out" / "report.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # as open(path, "w") makes it
     with pytest.raises(ValueError, match="must end in .csv or .md"):
         save_report(df, tmp_path / "report.txt")
 

@@ -123,7 +123,9 @@ def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_afte
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 2 * (stop_after // 2)  # the last checkpoint before the "kill"
     assert not (tmp_path / "model.pt").exists()
+    (tmp_path / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a save killed half-way
     resumed = fit(_cfg(tiny_data, tmp_path, resume=True))
+    assert not list(tmp_path.glob(".*.tmp"))  # the leftover is gone and the saves left none
     assert resumed.step == 6 and not resumed.stopped
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()

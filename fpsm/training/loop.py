@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from dadam.files import remove_stale_temporaries
 from fpsm.distributed import (
     DistInfo,
     barrier,
@@ -174,6 +175,8 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
     run_dir = Path(cfg.out_dir)
     if info.is_main:
         (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_FILE, MODEL_FILE):  # what a killed save left behind
+            remove_stale_temporaries(run_dir, name)
     barrier()
     seed_everything(cfg.seed)  # same on every rank: identical initial weights (DDP also broadcasts them)
 
