@@ -13,7 +13,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dadam.demo --out demo_out
+	$(PY) examples/demo.py --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,10 +1,10 @@
-"""``make demo``: the main job end to end on built-in phantom data.
+"""``make demo``: the main job end to end on built-in phantom data (``python examples/demo.py --help``).
 
 phantom data (NIH + ChestX-Det boxes, CXR-LT labels and images) -> patch bank -> a few FPSM steps with
 DiseasedAreaAugment on -> images/s and metrics -> a PNG grid of augmented samples with their boxes drawn.
 
 On a GPU it trains TResNet-L at 448 px; on a CPU a small backbone at a small canvas, so it ends in well under a
-minute on 2 cores (about 25 s with the defaults). Run ``python -m dadam.demo --help`` for the knobs.
+minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
+
+from dadam import DadamConfig, DiseasedAreaAugment, LabelStats, PatchBank
+from dadam.audit import save_grid
+from dadam.data import decode_image
+from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes
+from dadam.synthetic import generate
+from fpsm.distributed import resolve_device
+from fpsm.train import TrainConfig, fit
 
 __all__ = ["main", "run_demo"]
 
@@ -31,19 +39,20 @@ def run_demo(
     n_images: int = 160,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Run the demo into ``out`` and return the numbers it printed (img/s, mean AP/AUC, patches placed)."""
-    from dadam import DiseasedAreaAugment, LabelStats, PatchBank
-    from dadam.audit import save_grid
-    from dadam.config import DadamConfig
-    from dadam.data import decode_image
-    from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes
-    from dadam.synthetic import generate
-    from fpsm.train import TrainConfig, fit
+    """Run the demo into ``out`` and return the numbers it printed (img/s, mean AP/AUC, patches placed).
 
+    Args:
+        out: output folder (phantom data, bank, training run, grid).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        canvas: training canvas (default: 448 on a GPU, 192 on a CPU).
+        backbone: timm name (default: tresnet_l on a GPU, resnet10t on a CPU).
+        steps: FPSM training steps.
+        batch_size: images per step (default: 32 on a GPU, 16 on a CPU).
+        n_images: phantom CXR-LT images.
+        seed: seed of the data, the run and DADAM.
+    """
     out = pathlib.Path(out)
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     gpu = dev.type == "cuda"
     canvas = canvas or (448 if gpu else 192)
     backbone = backbone or ("tresnet_l" if gpu else "resnet10t")
@@ -71,6 +80,7 @@ def run_demo(
     print(f"[demo] {bank!r}")
 
     # 3. A few FPSM steps with DADAM on (the same fit() as `python -m fpsm.train`).
+    dadam = DadamConfig(p=0.8)
     cfg = TrainConfig(
         dataset="cxr-lt",
         root=str(cxr),
@@ -83,7 +93,7 @@ def run_demo(
         max_steps=steps,
         lr=1e-3,
         warmup_steps=2,
-        dadam=DadamConfig(p=0.8),
+        dadam=dadam,
         bank=str(bank_path),
         seed=seed,
         device=str(dev),
@@ -109,7 +119,7 @@ def run_demo(
     table = read_cxr_lt(cxr / "train.csv")
     stats = LabelStats.from_labels(table)
     classes = list(stats.class_names)
-    aug = DiseasedAreaAugment(bank, stats, p=1.0, max_patches=3, generator=seed).to(dev)
+    aug = DiseasedAreaAugment.from_config(bank, stats, dadam.replace(p=1.0), generator=seed).to(dev)
     normal = table[table["No Finding"] == 1].head(8)  # pasted onto
     with_tail = table[(table[list(aug.tail_names)] == 1).any(axis=1)].head(8)  # blended onto
     rows = pd.concat([normal, with_tail])
@@ -130,14 +140,15 @@ def run_demo(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dadam.demo", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python examples/demo.py", description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--canvas", type=int, default=None, help="training canvas (default: 448 on GPU, 192 on CPU)")
     parser.add_argument("--backbone", default=None, help="timm name (default: tresnet_l on GPU, resnet10t on CPU)")
     parser.add_argument("--steps", type=int, default=12, help="FPSM training steps (default: 12)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 on GPU, 16 on CPU")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: 32 on GPU, 16 on CPU)")
+    parser.add_argument("--n-images", type=int, default=160, help="phantom CXR-LT images (default: 160)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the run and DADAM (default: 0)")
     args = parser.parse_args(argv)
     run_demo(
         args.out,
@@ -146,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backbone=args.backbone,
         steps=args.steps,
         batch_size=args.batch_size,
+        n_images=args.n_images,
         seed=args.seed,
     )
     return 0
