@@ -114,15 +114,25 @@ def test_full_run_outputs(uninterrupted, tiny_data):
     assert TrainConfig.from_dict(stored) == cfg and TrainConfig.from_dict(ckpt["config"]) == cfg
 
 
-@pytest.mark.parametrize("stop_after", [3, 5])
-def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_after):
+@pytest.mark.parametrize(("stop_after", "epoch"), [(3, 0), (5, 1)])  # 32 images / batch 8: 4 steps per epoch
+def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_after, epoch):
     """Kill after `stop_after` steps (checkpoints every 2), resume: same weights and losses as never stopping."""
     full, full_out = uninterrupted
+    log_full = pd.read_csv(full_out / "train_log.csv")
     stopped = fit(_cfg(tiny_data, tmp_path, stop_after=stop_after))
-    assert stopped.stopped and stopped.step == stopped_step(stop_after)
+    # the "kill" came after exactly stop_after steps, which went as in the uninterrupted run (one log row per step)
+    log_stopped = pd.read_csv(tmp_path / "train_log.csv")
+    assert log_stopped["step"].tolist() == list(range(1, stop_after + 1))
+    np.testing.assert_array_equal(log_stopped["loss"].to_numpy(), log_full["loss"].to_numpy()[:stop_after])
+    assert stopped.stopped and (stopped.step, stopped.epoch) == (stop_after, epoch)
+    assert log_stopped["epoch"].tolist() == log_full["epoch"].tolist()[:stop_after]
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "final.json").exists()
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 2 * (stop_after // 2)  # the last checkpoint before the "kill"
-    assert not (tmp_path / "model.pt").exists()
+    # the stopped model holds the weights of step stop_after: one step past the checkpoint, short of the end
+    name = "heads.0.weight"
+    assert not torch.equal(stopped.model.state_dict()[name], ckpt["model"][name])
+    assert not torch.equal(stopped.model.state_dict()[name], full.model.state_dict()[name])
     (tmp_path / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a save killed half-way
     resumed = fit(_cfg(tiny_data, tmp_path, resume=True))
     assert not list(tmp_path.glob(".*.tmp"))  # the leftover is gone and the saves left none
@@ -131,14 +141,9 @@ def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_afte
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    log_full = pd.read_csv(full_out / "train_log.csv")
     log_res = pd.read_csv(tmp_path / "train_log.csv")
     assert log_res["step"].tolist() == [1, 2, 3, 4, 5, 6]  # redone steps replace the lost ones
     np.testing.assert_array_equal(log_res["loss"].to_numpy(), log_full["loss"].to_numpy())
-
-
-def stopped_step(stop_after):  # a "kill" leaves the run at exactly stop_after steps
-    return stop_after
 
 
 def test_finetune_from_weights_and_errors(uninterrupted, tiny_data, tmp_path):
