@@ -58,12 +58,13 @@ def run_demo(
     backbone = backbone or ("tresnet_l" if gpu else "resnet10t")
     batch_size = batch_size or (32 if gpu else 16)
 
-    # 1. Phantom data in the real on-disk layouts.
+    # 1. Phantom data in the real on-disk layouts (the demo's own folder: a new demo replaces it).
     t0 = time.perf_counter()
     data = out / "phantom"
-    nih = generate("nih", data / "nih", n=96, size=256, seed=seed, progress=True)
-    det = generate("chestx-det", data / "chestx-det", n=64, size=256, seed=seed + 1, progress=True)
-    cxr = generate("cxr-lt", data / "cxr-lt", n=n_images, size=max(canvas, 128), seed=seed + 2, progress=True)
+    common = dict(progress=True, overwrite=True)
+    nih = generate("nih", data / "nih", n=96, size=256, seed=seed, **common)
+    det = generate("chestx-det", data / "chestx-det", n=64, size=256, seed=seed + 1, **common)
+    cxr = generate("cxr-lt", data / "cxr-lt", n=n_images, size=max(canvas, 128), seed=seed + 2, **common)
     print(f"[demo] phantom data written to {data} in {time.perf_counter() - t0:.1f} s")
 
     # 2. Patch bank from the box datasets (NIH + ChestX-Det), at the training canvas.

@@ -39,12 +39,15 @@ from fpsm.evaluate import EvalConfig, predict
 from fpsm.train import TrainConfig, fit, write_report
 
 
-def make_phantoms(root: Path, *, size: int, n_cxr: int, progress: bool) -> dict[str, Path]:
+def make_phantoms(root: Path, *, size: int, n_cxr: int, progress: bool, overwrite: bool) -> dict[str, Path]:
     """Phantom CXR-LT, NIH, VinDr and ChestX-Det datasets in their real layouts under ``root``."""
     from dadam.synthetic import generate
 
     n = {"cxr-lt": n_cxr, "nih": 24, "vindr": 12, "chestx-det": 16}
-    return {k: generate(k, root / k, n=v, size=size, seed=i, progress=progress) for i, (k, v) in enumerate(n.items())}
+    return {
+        k: generate(k, root / k, n=v, size=size, seed=i, progress=progress, overwrite=overwrite)
+        for i, (k, v) in enumerate(n.items())
+    }
 
 
 def build_bank(args, *, chestx_det_size: tuple[int, int]) -> PatchBank:
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--vindr-raters", default="union", choices=["all", "union", "majority"])
     data.add_argument("--phantom", metavar="DIR", help="generate phantom data in all four layouts here and use it")
     data.add_argument("--phantom-n", type=int, default=None, help="phantom CXR-LT images (default 2000; --tiny 64)")
+    data.add_argument("--overwrite", action="store_true", help="replace the phantom files already in --phantom DIR")
     run = parser.add_argument_group("run")
     run.add_argument("--out", default="runs/cxr_lt", help="output folder")
     run.add_argument("--tiny", action="store_true", help="resnet10t at 64 px, a few steps: a smoke run on CPU")
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phantom:
         size = max(64, args.canvas + args.canvas // 2) if args.tiny else 512
         n = args.phantom_n or (64 if args.tiny else 2000)
-        roots = make_phantoms(Path(args.phantom), size=size, n_cxr=n, progress=not args.quiet)
+        roots = make_phantoms(Path(args.phantom), size=size, n_cxr=n, progress=not args.quiet, overwrite=args.overwrite)
         args.cxr_lt, args.nih, args.vindr = str(roots["cxr-lt"]), str(roots["nih"]), str(roots["vindr"])
         args.chestx_det = str(roots["chestx-det"] / "ChestX_Det_train.json")
         chestx_det_size = (size, size)  # phantom ChestX-Det images are drawn at `size`

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mura", help="folder holding MURA-v1.1/")
     parser.add_argument("--phantom", metavar="DIR", help="generate phantom MURA here and use it")
     parser.add_argument("--phantom-n", type=int, default=None, help="phantom images (default 2000; --tiny 240)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the phantom files already in --phantom DIR")
     parser.add_argument("--out", default="runs/mura")
     parser.add_argument("--tiny", action="store_true", help="resnet10t at 64 px, a few steps")
     parser.add_argument("--backbone", default="tresnet_l")
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from dadam.synthetic import generate
 
         n = args.phantom_n or (240 if args.tiny else 2000)
-        args.mura = str(generate("mura", args.phantom, n=n, size=96 if args.tiny else 512, progress=not args.quiet))
+        size = 96 if args.tiny else 512
+        args.mura = str(
+            generate("mura", args.phantom, n=n, size=size, progress=not args.quiet, overwrite=args.overwrite)
+        )
     if not args.mura:
         parser.error("give --mura ROOT (the folder holding MURA-v1.1/) or --phantom DIR")
     out = Path(args.out)
