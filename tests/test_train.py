@@ -216,7 +216,7 @@ def test_too_few_images_for_a_batch(tiny_data, tmp_path):
         fit(_cfg(tiny_data, tmp_path, batch_size=64))
 
 
-def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path, capsys):
+def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
     # main() maps flags onto TrainConfig (bools with --no-, tuples with nargs, --dadam-* onto a DadamConfig)
     assert (
         main(
@@ -272,22 +272,7 @@ def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path, capsys):
         "soft_label": True,
         "candidates": 4,
     }
-    for flags, msg in [
-        (["--dadam-p", "0.9"], "--dadam-p given without --dadam"),
-        (["--dadam", "--dadam-alpha", "0"], r"DADAM option alpha must be in \(0, 1\], got 0.0"),
-    ]:
-        with pytest.raises(SystemExit) as exc:
-            main(["--dataset", "labels-csv", "--train-csv", "t.csv", *flags])
-        assert exc.value.code == 2
-        assert re.search(msg, capsys.readouterr().err)
     assert cfg["val_split"] is False and not (tmp_path / "cli" / "eval_log.csv").exists()
-    help_text = subprocess.run(
-        [sys.executable, "-m", "fpsm.train", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "--resume" in help_text and "--init-from" in help_text and "--dadam-alpha" in help_text
-    assert "--dadam-tail" in help_text and "--dadam-soft-label" in help_text and "--batch-size" in help_text
-    headings = [line[:-1] for line in help_text.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["options", "data", "model", "optimisation", "DADAM", "run"]
 
     # fpsm.evaluate: predictions CSV == the model's own probabilities on the same images
     from dadam.data import LabelDataset, to_model_input
@@ -325,3 +310,32 @@ def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path, capsys):
     np.testing.assert_allclose(pred[list(CXR_LT_CLASSES)].to_numpy(), ref.numpy(), atol=1e-5)
     rep = pd.read_csv(tmp_path / "ev" / "report.csv", index_col=0)
     assert rep.loc["mean", "n"] == table[list(CXR_LT_CLASSES)].notna().to_numpy().sum()
+
+
+@pytest.mark.parametrize(
+    ("flags", "msg"),
+    [
+        (["--dadam-p", "0.9"], "--dadam-p given without --dadam: add --dadam"),
+        (["--dadam-tail", "Pneumothorax", "--dadam-soft-label"], "--dadam-tail, --dadam-soft-label given without"),
+        (["--dadam", "--dadam-alpha", "0"], r"DADAM option alpha must be in \(0, 1\], got 0.0"),
+        (["--dadam"], "dadam needs bank"),
+        (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_cli_errors(flags, msg, capsys):
+    """Bad flags end the command with usage status 2 and the reason, before any file is read."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "labels-csv", "--train-csv", "missing.csv", *flags])
+    assert exc.value.code == 2
+    assert re.search(msg, capsys.readouterr().err)
+
+
+def test_cli_help_lists_flags_by_group():
+    help_text = subprocess.run(
+        [sys.executable, "-m", "fpsm.train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--resume" in help_text and "--init-from" in help_text and "--dadam-alpha" in help_text
+    assert "--dadam-tail" in help_text and "--dadam-soft-label" in help_text and "--batch-size" in help_text
+    headings = [line[:-1] for line in help_text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == ["options", "data", "model", "optimisation", "DADAM", "run"]
+    assert "--batch-size BATCH_SIZE\n                        (default: 32)" in help_text
