@@ -25,13 +25,14 @@ from fpsm.training.config import DATASETS, GROUPS, MURA_CLASSES, SPLITS, TrainCo
 from fpsm.training.data import TrainData, load_split, load_train_data, make_eval_loader, make_train_loader
 from fpsm.training.loop import FitResult, build_model, build_optimizer, build_scheduler, fit
 from fpsm.training.runlog import RunLog, write_predictions, write_report
-from fpsm.training.steps import amp_dtype, evaluate, train_one_epoch, train_step
+from fpsm.training.steps import StepOptions, amp_dtype, evaluate, train_one_epoch, train_step
 
 __all__ = [
     "DATASETS",
     "GROUPS",
     "MURA_CLASSES",
     "SPLITS",
+    "StepOptions",
     "FitResult",
     "RunLog",
     "RunState",

@@ -40,7 +40,7 @@ from fpsm.training.checkpoint import (
 from fpsm.training.config import TrainConfig
 from fpsm.training.data import TrainData, load_train_data, start_epoch
 from fpsm.training.runlog import RunLog, Throughput
-from fpsm.training.steps import amp_dtype, check_loss, check_mean_loss, evaluate, train_step
+from fpsm.training.steps import StepOptions, check_loss, check_mean_loss, evaluate, train_step
 
 __all__ = ["FitResult", "build_augment", "build_model", "build_optimizer", "build_scheduler", "fit", "total_steps"]
 
@@ -137,9 +137,8 @@ class _Parts:
     core: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    aug: nn.Module | None
     generator: torch.Generator | None
-    amp_dtype: torch.dtype | None
+    options: StepOptions
 
 
 # ------------------------------------------------------------------------------------------------------ fit
@@ -192,8 +191,8 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
     if cfg.resume:
         state = _resume(run_dir / CHECKPOINT_FILE, core, optimizer, scheduler, generator, info)
     model = _wrap(core, cfg, info)
-    amp = amp_dtype(cfg.amp, device)
-    parts = _Parts(model, core, optimizer, scheduler, aug, generator, amp)
+    options = StepOptions.from_config(cfg, device=device, aug=aug)
+    parts = _Parts(model, core, optimizer, scheduler, generator, options)
     log = RunLog(run_dir, enabled=info.is_main, resumed_at=state.step or None, tensorboard=cfg.tensorboard)
     log.write_config(cfg)
 
@@ -210,19 +209,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
         show = cfg.progress and info.is_main
         bar = tqdm(data.train_loader, desc=f"{desc} {state.epoch}", disable=not show, leave=False, dynamic_ncols=True)
         for batch in bar:
-            loss = train_step(
-                model,
-                batch,
-                optimizer,
-                scheduler,
-                device=device,
-                aug=aug,
-                loss=cfg.loss,
-                amp_dtype=amp,
-                channels_last=cfg.channels_last,
-                use_dataset_ids=cfg.use_binary_enc,
-                grad_clip=cfg.grad_clip,
-            )
+            loss = train_step(model, batch, optimizer, scheduler, options)
             state.step += 1
             state.batch_in_epoch += 1
             loss_sum, batches = loss_sum + loss, batches + 1
@@ -353,9 +340,9 @@ def _evaluate(
         parts.model,
         data.val_loader,
         device=info.device,
-        amp_dtype=parts.amp_dtype,
-        channels_last=cfg.channels_last,
-        use_dataset_ids=cfg.use_binary_enc,
+        amp_dtype=parts.options.amp_dtype,
+        channels_last=parts.options.channels_last,
+        use_dataset_ids=parts.options.use_dataset_ids,
         progress=cfg.progress and info.is_main,
     )
     metrics = log.evaluation(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,8 +19,18 @@ from tqdm.auto import tqdm
 from dadam.data import to_model_input
 from fpsm.distributed import gather_objects
 from fpsm.loss import pyramid_loss
+from fpsm.training.config import TrainConfig
 
-__all__ = ["amp_dtype", "autocast", "check_loss", "check_mean_loss", "evaluate", "train_one_epoch", "train_step"]
+__all__ = [
+    "StepOptions",
+    "amp_dtype",
+    "autocast",
+    "check_loss",
+    "check_mean_loss",
+    "evaluate",
+    "train_one_epoch",
+    "train_step",
+]
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -44,19 +55,41 @@ def check_loss(loss: torch.Tensor, step: int) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How :func:`train_step` treats each batch.
+
+    Attributes:
+        device: where the batch goes.
+        aug: a :class:`dadam.DiseasedAreaAugment` (or any ``aug(images, labels) -> (images, labels)``) or None.
+        loss: ``pyramid_loss`` kind.
+        amp_dtype: autocast dtype (None: full precision).
+        channels_last: feed channels-last input.
+        use_dataset_ids: pass ``dataset_ids`` to the model (FPSM built with ``use_binary_enc``).
+        grad_clip: clip the global grad norm to this value (None: no clipping).
+    """
+
+    device: torch.device
+    aug: nn.Module | None = None
+    loss: str = "soft_margin"
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    use_dataset_ids: bool = False
+    grad_clip: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, *, device: torch.device, aug: nn.Module | None) -> StepOptions:
+        """The options of a training config on ``device``, with ``aug`` (DADAM or None)."""
+        amp = amp_dtype(cfg.amp, device)
+        return cls(device, aug, cfg.loss, amp, cfg.channels_last, cfg.use_binary_enc, cfg.grad_clip)
+
+
 def train_step(
     model: nn.Module,
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    *,
-    device: torch.device,
-    aug: nn.Module | None = None,
-    loss: str = "soft_margin",
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    use_dataset_ids: bool = False,
-    grad_clip: float | None = None,
+    options: StepOptions,
 ) -> torch.Tensor:
     """One optimiser and scheduler step on one batch.
 
@@ -65,31 +98,29 @@ def train_step(
         batch: ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
         optimizer: the optimiser.
         scheduler: per-step LR scheduler.
-        device: where the batch goes.
-        aug: a :class:`dadam.DiseasedAreaAugment` or None.
-        loss: ``pyramid_loss`` kind.
-        amp_dtype: autocast dtype (None: full precision).
-        channels_last: feed channels-last input.
-        use_dataset_ids: pass ``dataset_ids`` to the model (FPSM built with ``use_binary_enc``).
-        grad_clip: clip the global grad norm to this value.
+        options: device, DADAM, loss, precision and clipping.
 
     Returns:
         the loss, a detached 0-dim tensor on the device (``float(loss)`` waits for the device).
+
+    Example:
+        >>> loss = train_step(model, next(iter(loader)), opt, sched, StepOptions(torch.device("cpu")))  # doctest: +SKIP
     """
+    device = options.device
     images, labels, dataset_ids = batch
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True).float()
     dataset_ids = dataset_ids.to(device, non_blocking=True)
-    if aug is not None:
-        images, labels = aug(images, labels)
-    x = to_model_input(images, channels_last=channels_last)
-    with autocast(device, amp_dtype):
-        out = model(x, dataset_ids if use_dataset_ids else None)
-        value = pyramid_loss(out, labels, loss=loss)
+    if options.aug is not None:
+        images, labels = options.aug(images, labels)
+    x = to_model_input(images, channels_last=options.channels_last)
+    with autocast(device, options.amp_dtype):
+        out = model(x, dataset_ids if options.use_dataset_ids else None)
+        value = pyramid_loss(out, labels, loss=options.loss)
     optimizer.zero_grad(set_to_none=True)
     value.backward()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if options.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
     optimizer.step()
     scheduler.step()
     return value.detach()
@@ -117,8 +148,8 @@ def train_one_epoch(
     """One pass over ``loader`` (or until ``on_step`` asks to stop), one :func:`train_step` per batch.
 
     Args:
-        model, optimizer, scheduler, device, aug, loss, amp_dtype, channels_last, use_dataset_ids, grad_clip:
-            as for :func:`train_step`.
+        model, optimizer, scheduler: as for :func:`train_step`.
+        device, aug, loss, amp_dtype, channels_last, use_dataset_ids, grad_clip: as in :class:`StepOptions`.
         loader: yields ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
         step: global step count before this epoch.
         on_step: ``on_step(step, loss, batch_size) -> stop`` after every optimiser step; ``loss`` is a 0-dim
@@ -137,20 +168,9 @@ def train_one_epoch(
     model.train()
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    options = StepOptions(device, aug, loss, amp_dtype, channels_last, use_dataset_ids, grad_clip)
     for batch in bar:
-        value = train_step(
-            model,
-            batch,
-            optimizer,
-            scheduler,
-            device=device,
-            aug=aug,
-            loss=loss,
-            amp_dtype=amp_dtype,
-            channels_last=channels_last,
-            use_dataset_ids=use_dataset_ids,
-            grad_clip=grad_clip,
-        )
+        value = train_step(model, batch, optimizer, scheduler, options)
         step += 1
         total, count = total + value, count + 1
         if step % log_every == 0:
