@@ -25,6 +25,7 @@ __all__ = [
     "reference_paste",
     "require_shared_data",
     "running_in_ci",
+    "write_nih_training_set",
 ]
 
 NF = CXR_LT_CLASSES.index(NO_FINDING)
@@ -260,3 +261,43 @@ def paste_with_bank(bank: PatchBank, images, boxes, patch_ids, active, alpha, *,
         max_size=bank.max_size,
         path=path,
     )
+
+
+def write_nih_training_set(
+    folder: pathlib.Path,
+    shared_data: pathlib.Path,
+    *,
+    side: int,
+    canvas: int,
+    seed: int,
+    val_rows: int,
+    unknown_fraction: float = 0.0,
+) -> None:
+    """A small training set for fpsm.train from the 32 real NIH images (``shared_data / "nih14"``).
+
+    Writes ``folder/images/*.png`` (grey, resized to ``side``), ``train.csv`` (every image; random multi-hot CXR-LT
+    labels, 30% positives, NaN = unknown at ``unknown_fraction``), ``val.csv`` (its first ``val_rows`` rows) and
+    ``bank.safetensors`` (a patch bank of the NIH boxes at ``canvas``).
+    """
+    import pandas as pd
+    from PIL import Image
+
+    from dadam.formats import read_nih_boxes
+
+    (folder / "images").mkdir(parents=True)
+    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))
+    for path in paths:
+        with Image.open(path) as im:
+            im.convert("L").resize((side, side), Image.BILINEAR).save(folder / "images" / path.name)
+    rng = np.random.default_rng(seed)
+    y = (rng.random((len(paths), len(CXR_LT_CLASSES))) < 0.3).astype(float)
+    if unknown_fraction:
+        y[rng.random(y.shape) < unknown_fraction] = np.nan
+    df = pd.DataFrame(y, columns=list(CXR_LT_CLASSES))
+    df.insert(0, "path", [f"images/{p.name}" for p in paths])
+    df.insert(0, "image_id", [p.name for p in paths])
+    df.to_csv(folder / "train.csv", index=False)
+    df.iloc[:val_rows].to_csv(folder / "val.csv", index=False)
+    boxes = read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
+    bank = PatchBank.from_boxes(boxes, shared_data / "nih14" / "images", canvas=canvas, progress=False, workers=1)
+    bank.save(folder / "bank.safetensors")

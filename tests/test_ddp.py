@@ -11,78 +11,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from dadam.labels import CXR_LT_CLASSES
+from tests.helpers import write_nih_training_set
 
 
 @pytest.mark.slow
 def test_two_process_gloo_training(tmp_path, shared_data):
-    from dadam import PatchBank
-    from dadam.formats import read_nih_boxes
-
-    (tmp_path / "images").mkdir()
-    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))
-    for p in paths:
-        with Image.open(p) as im:
-            im.convert("L").resize((64, 64), Image.BILINEAR).save(tmp_path / "images" / p.name)
-    rng = np.random.default_rng(1)
-    df = pd.DataFrame((rng.random((32, 26)) < 0.3).astype(float), columns=list(CXR_LT_CLASSES))
-    df.insert(0, "path", [f"images/{p.name}" for p in paths])
-    df.insert(0, "image_id", [p.name for p in paths])
-    df.to_csv(tmp_path / "train.csv", index=False)
-    df.iloc[:9].to_csv(tmp_path / "val.csv", index=False)  # ranks get 5 and 4 images: 2 and 1 eval batches of 4
-    bank = PatchBank.from_boxes(
-        read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv"),
-        shared_data / "nih14" / "images",
-        canvas=64,
-        progress=False,
-        workers=1,
-    )
-    bank.save(tmp_path / "bank.safetensors")
+    # ranks get 5 and 4 of the 9 validation images: 2 and 1 eval batches of 4
+    write_nih_training_set(tmp_path, shared_data, side=64, canvas=64, seed=1, val_rows=9)
+    df = pd.read_csv(tmp_path / "train.csv")
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "fpsm.train",
-        "--dataset",
-        "labels-csv",
-        "--train-csv",
-        str(tmp_path / "train.csv"),
-        "--val-csv",
-        str(tmp_path / "val.csv"),
-        "--out-dir",
-        str(out),
-        "--backbone",
-        "resnet10t",
-        "--canvas",
-        "64",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--max-steps",
-        "3",
-        "--ckpt-every",
-        "2",
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--no-tensorboard",
-        "--dadam",
-        "--bank",
-        str(tmp_path / "bank.safetensors"),
-        "--dadam-p",
-        "1.0",
-        "--log-every",
-        "1",
-    ]
+    flags = (
+        "--dataset labels-csv --backbone resnet10t --canvas 64 --batch-size 4 --epochs 1 --max-steps 3 --ckpt-every 2 "
+        "--num-workers 0 --device cpu --no-progress --no-tensorboard --dadam --dadam-p 1.0 --log-every 1"
+    ).split()
+    files = ["--train-csv", tmp_path / "train.csv", "--val-csv", tmp_path / "val.csv", "--out-dir", out]
+    files += ["--bank", tmp_path / "bank.safetensors"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fpsm.train"]
+    cmd = [*launch, *flags, *map(str, files)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

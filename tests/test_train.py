@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.train import TrainConfig, fit, load_checkpoint_weights, main
+from tests.helpers import write_nih_training_set
 
 CANVAS = 64
 
@@ -24,26 +24,8 @@ CANVAS = 64
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, shared_data):
     """The 32 real NIH images at 96 px, random multi-hot labels (NaN sprinkled in), a patch bank from NIH boxes."""
-    from dadam import PatchBank
-    from dadam.formats import read_nih_boxes
-
     d = tmp_path_factory.mktemp("tiny")
-    (d / "images").mkdir()
-    paths = sorted((shared_data / "nih14" / "images").glob("*.png"))
-    for p in paths:
-        with Image.open(p) as im:
-            im.convert("L").resize((96, 96), Image.BILINEAR).save(d / "images" / p.name)
-    rng = np.random.default_rng(0)
-    y = (rng.random((len(paths), 26)) < 0.3).astype(float)
-    y[rng.random(y.shape) < 0.05] = np.nan
-    df = pd.DataFrame(y, columns=list(CXR_LT_CLASSES))
-    df.insert(0, "path", [f"images/{p.name}" for p in paths])
-    df.insert(0, "image_id", [p.name for p in paths])
-    df.to_csv(d / "train.csv", index=False)
-    df.iloc[:10].to_csv(d / "val.csv", index=False)
-    boxes = read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
-    bank = PatchBank.from_boxes(boxes, shared_data / "nih14" / "images", canvas=CANVAS, progress=False, workers=1)
-    bank.save(d / "bank.safetensors")
+    write_nih_training_set(d, shared_data, side=96, canvas=CANVAS, seed=0, val_rows=10, unknown_fraction=0.05)
     return d
 
 
@@ -218,51 +200,20 @@ def test_too_few_images_for_a_batch(tiny_data, tmp_path):
 
 def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
     # main() maps flags onto TrainConfig (bools with --no-, tuples with nargs, --dadam-* onto a DadamConfig)
-    assert (
-        main(
-            [
-                "--dataset",
-                "labels-csv",
-                "--train-csv",
-                str(tiny_data / "train.csv"),
-                "--no-val-split",
-                "--out-dir",
-                str(tmp_path / "cli"),
-                "--backbone",
-                "resnet10t",
-                "--canvas",
-                "64",
-                "--batch-size",
-                "16",
-                "--max-steps",
-                "1",
-                "--num-workers",
-                "0",
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--no-tensorboard",
-                "--stages",
-                "3",
-                "4",
-                "--no-channels-last",
-                "--optimizer",
-                "sgd",
-                "--dadam",
-                "--bank",
-                str(tiny_data / "bank.safetensors"),
-                "--dadam-p",
-                "0.9",
-                "--dadam-tail",
-                "Pneumothorax",
-                "Atelectasis",
-                "--dadam-soft-label",
-                "--dadam-candidates",
-                "4",
-            ]
-        )
-        == 0
-    )
+    flags = (
+        "--dataset labels-csv --no-val-split --backbone resnet10t --canvas 64 --batch-size 16 --max-steps 1 "
+        "--num-workers 0 --device cpu --no-progress --no-tensorboard --stages 3 4 --no-channels-last --optimizer sgd "
+        "--dadam --dadam-p 0.9 --dadam-tail Pneumothorax Atelectasis --dadam-soft-label --dadam-candidates 4"
+    ).split()
+    files = [
+        "--train-csv",
+        tiny_data / "train.csv",
+        "--out-dir",
+        tmp_path / "cli",
+        "--bank",
+        tiny_data / "bank.safetensors",
+    ]
+    assert main([*flags, *map(str, files)]) == 0
     cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert cfg["stages"] == [3, 4] and cfg["channels_last"] is False and cfg["optimizer"] == "sgd"
     assert cfg["dadam"] == {
@@ -279,26 +230,9 @@ def test_cli_and_evaluate(uninterrupted, tiny_data, tmp_path):
     from fpsm.evaluate import main as eval_main
 
     res, out = uninterrupted
-    assert (
-        eval_main(
-            [
-                "--checkpoint",
-                str(out / "checkpoint.pt"),
-                "--dataset",
-                "labels-csv",
-                "--csv",
-                str(tiny_data / "val.csv"),
-                "--out",
-                str(tmp_path / "ev"),
-                "--num-workers",
-                "0",
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    files = ["--checkpoint", out / "checkpoint.pt", "--csv", tiny_data / "val.csv", "--out", tmp_path / "ev"]
+    flags = "--dataset labels-csv --num-workers 0 --device cpu --no-progress".split()
+    assert eval_main([*map(str, files), *flags]) == 0
     pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     table = pd.read_csv(tiny_data / "val.csv")
     assert pred["image_id"].tolist() == table["image_id"].tolist()

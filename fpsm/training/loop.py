@@ -248,15 +248,7 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
         log.write_final(step=state.step, epoch=state.epoch, metrics=state.metrics, weight_digests=digests)
     log.close()
     barrier()
-    return FitResult(
-        model=core,
-        run_dir=run_dir,
-        step=state.step,
-        epoch=state.epoch,
-        stopped=state.stopped,
-        metrics=state.metrics,
-        weight_hashes=digests,
-    )
+    return FitResult(core, run_dir, state.step, state.epoch, state.stopped, state.metrics, digests)
 
 
 # ------------------------------------------------------------------------------------------ the steps of fit
