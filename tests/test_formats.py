@@ -379,26 +379,10 @@ def test_vindr_union_and_majority(tmp_path):
 
 def _majority_reference(boxes, iou_thr):
     """Slow single-linkage clustering with a plain-Python IoU; returns sorted (rounded) fused boxes."""
-
-    def iou(a, b):
-        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        inter = iw * ih
-        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-    parent = list(range(len(boxes)))
-
-    def find(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for i, j in itertools.combinations(range(len(boxes)), 2):
-        if iou(boxes[i][1], boxes[j][1]) >= iou_thr:
-            parent[find(i)] = find(j)
+    ids = _clusters_reference([box for _, box in boxes], lambda v: v >= iou_thr)
     clusters = {}
-    for i, (rater, box) in enumerate(boxes):
-        clusters.setdefault(find(i), []).append((rater, box))
+    for cluster, member in zip(ids, boxes, strict=True):
+        clusters.setdefault(cluster, []).append(member)
     out = []
     for members in clusters.values():
         if len({r for r, _ in members}) >= 2:

@@ -23,6 +23,7 @@ __all__ = [
     "decoding_errors",
     "label_status",
     "positive_counts",
+    "read_csv_checked",
     "read_header",
     "require_columns",
     "text_codec",
@@ -137,6 +138,29 @@ def require_columns(p: pathlib.Path, columns: list[str], expected: Sequence[str]
             f"{p}: not a {what} file: header {columns!r} lacks columns {missing}; expected columns {list(expected)}"
         )
     check_unique_columns(p, columns, expected, what)
+
+
+def read_csv_checked(
+    p: pathlib.Path,
+    expected: Sequence[str],
+    what: str,
+    *,
+    encoding: str,
+    dtype: type | Mapping[str, type] = str,
+    usecols: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read a headed CSV after checking its header (:func:`require_columns`), naming the file on a decoding error.
+
+    Cells are read as strings (or ``dtype``), empty cells stay ``""``, and column names are stripped of spaces.
+    """
+    codec = text_codec(encoding)
+    with decoding_errors(p, encoding):
+        require_columns(p, read_header(p, codec), expected, what)
+        raw = pd.read_csv(
+            p, dtype=dtype, keep_default_na=False, encoding=codec, usecols=None if usecols is None else list(usecols)
+        )
+    raw.columns = [c.strip() for c in raw.columns]
+    return raw
 
 
 def to_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

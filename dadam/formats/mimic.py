@@ -11,10 +11,8 @@ import pandas as pd
 
 from dadam.formats.common import (
     check_file,
-    decoding_errors,
     positive_counts,
-    read_header,
-    require_columns,
+    read_csv_checked,
     text_codec,
     to_float,
 )
@@ -79,13 +77,10 @@ def read_mimic(
         raise ValueError(f"uncertain must be 'zero', 'one' or 'nan', got {uncertain!r}")
     if blank not in ("zero", "nan"):
         raise ValueError(f"blank must be 'zero' or 'nan', got {blank!r}")
-    codec = text_codec(encoding)
+    text_codec(encoding)  # an unknown encoding fails before the file is read
     p = check_file(chexpert_csv, "MIMIC-CXR CheXpert label CSV")
     table = resolve_mapping(mapping, source="chexpert")
-    with decoding_errors(p, encoding):
-        require_columns(p, read_header(p, codec), ("subject_id", "study_id", *table), "MIMIC-CXR CheXpert label")
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = read_csv_checked(p, ("subject_id", "study_id", *table), "MIMIC-CXR CheXpert label", encoding=encoding)
     report = ReadReport(path=str(p), source="mimic", rows_read=len(raw))
 
     subject = pd.to_numeric(raw["subject_id"], errors="coerce")
@@ -128,9 +123,9 @@ def read_mimic(
         )
     else:
         m = check_file(metadata_csv, "MIMIC-CXR metadata CSV")
-        with decoding_errors(m, encoding):
-            require_columns(m, read_header(m, codec), _MIMIC_META_COLUMNS, "MIMIC-CXR metadata")
-            meta = pd.read_csv(m, dtype=str, keep_default_na=False, usecols=list(_MIMIC_META_COLUMNS), encoding=codec)
+        meta = read_csv_checked(
+            m, _MIMIC_META_COLUMNS, "MIMIC-CXR metadata", encoding=encoding, usecols=_MIMIC_META_COLUMNS
+        )
         meta = pd.DataFrame(
             {
                 "image_id": meta["dicom_id"].str.strip(),
@@ -207,15 +202,15 @@ def read_cxr_lt(path: str | os.PathLike, *, encoding: str = "utf-8") -> pd.DataF
         >>> len(labels)  # doctest: +SKIP
         264849
     """
-    codec = text_codec(encoding)
+    text_codec(encoding)  # an unknown encoding fails before the file is read
     p = check_file(path, "CXR-LT label CSV")
-    with decoding_errors(p, encoding):
-        expected = (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES)
-        require_columns(p, read_header(p, codec), expected, "CXR-LT 2023 train/development")
-        raw = pd.read_csv(
-            p, dtype={c: str for c in ("dicom_id", "ViewPosition", "path")}, keep_default_na=False, encoding=codec
-        )
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = read_csv_checked(
+        p,
+        (*_CXR_LT_ID_COLUMNS, *CXR_LT_CLASSES),
+        "CXR-LT 2023 train/development",
+        encoding=encoding,
+        dtype={c: str for c in ("dicom_id", "ViewPosition", "path")},
+    )
     report = ReadReport(path=str(p), source="cxr_lt", rows_read=len(raw))
     values = np.stack([pd.to_numeric(raw[c], errors="coerce").to_numpy(np.float64) for c in CXR_LT_CLASSES], axis=1)
     subject = pd.to_numeric(raw["subject_id"], errors="coerce")

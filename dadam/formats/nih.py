@@ -17,8 +17,7 @@ from dadam.formats.common import (
     decoding_errors,
     label_status,
     positive_counts,
-    read_header,
-    require_columns,
+    read_csv_checked,
     text_codec,
     to_float,
 )
@@ -198,13 +197,10 @@ def read_nih_labels(
         >>> labels["Pleural Effusion"].sum()  # doctest: +SKIP
         13317.0
     """
-    codec = text_codec(encoding)
+    text_codec(encoding)  # an unknown encoding fails before the file is read
     p = check_file(path, "NIH label table (Data_Entry_2017.csv)")
     table = resolve_mapping(mapping, source="nih")
-    with decoding_errors(p, encoding):
-        require_columns(p, read_header(p, codec), _NIH_LABEL_COLUMNS, "NIH Data_Entry_2017")
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = read_csv_checked(p, _NIH_LABEL_COLUMNS, "NIH Data_Entry_2017", encoding=encoding)
     report = ReadReport(path=str(p), source="nih", rows_read=len(raw))
     findings = raw["Finding Labels"].str.strip()
     empty = (findings == "").to_numpy()

@@ -17,10 +17,8 @@ from dadam.formats.boxes import BOX_COLUMNS, box_class_counts, empty_boxes, vali
 from dadam.formats.common import (
     check_dir,
     check_file,
-    decoding_errors,
     label_status,
-    read_header,
-    require_columns,
+    read_csv_checked,
     text_codec,
     to_float,
 )
@@ -169,13 +167,10 @@ def read_vindr(
         raise ValueError(f"raters must be 'all', 'union' or 'majority', got {raters!r}")
     if not (isinstance(iou, (int, float)) and 0.0 < iou <= 1.0):
         raise ValueError(f"iou must be in (0, 1], got {iou!r}")
-    codec = text_codec(encoding)
+    text_codec(encoding)  # an unknown encoding fails before the file is read
     p = check_file(path, "VinDr-CXR annotation CSV")
     table = resolve_mapping(mapping, source="vindr")
-    with decoding_errors(p, encoding):
-        require_columns(p, read_header(p, codec), _VINDR_COLUMNS, "VinDr-CXR annotation")
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, encoding=codec)
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = read_csv_checked(p, _VINDR_COLUMNS, "VinDr-CXR annotation", encoding=encoding)
     report = ReadReport(path=str(p), source="vindr", rows_read=len(raw))
     if raw.empty:
         return empty_boxes(report)

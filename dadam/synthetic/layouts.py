@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from dadam.files import atomic_write
-from dadam.labels import CHEXPERT_TO_CXR_LT, CXR_LT_CLASSES, NO_FINDING, class_index
+from dadam.labels import CHESTX_DET_TO_CXR_LT, CHEXPERT_TO_CXR_LT, CXR_LT_CLASSES, NO_FINDING, class_index
 from dadam.synthetic.drawing import check_size
 from dadam.synthetic.jobs import ImageJob, JobResult, have_pydicom, run_jobs
 from dadam.synthetic.label_sampling import check_seed, sample_labels
@@ -73,19 +73,11 @@ NIH_DATA_ENTRY_HEADER = (
 NIH_BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 #: Side of the released NIH PNGs, the pixels ``BBox_List_2017.csv`` counts in (phantom boxes are scaled to it).
 NIH_BOX_PIXELS = 1024
-_CHESTX_DET = {
-    "Atelectasis": "Atelectasis",
-    "Calcification of the Aorta": "Calcification",
-    "Cardiomegaly": "Cardiomegaly",
-    "Consolidation": "Consolidation",
-    "Pleural Effusion": "Effusion",
-    "Emphysema": "Emphysema",
-    "Fibrosis": "Fibrosis",
-    "Fracture": "Fracture",
-    "Mass": "Mass",
-    "Nodule": "Nodule",
-    "Pleural Thickening": "Pleural Thickening",
-    "Pneumothorax": "Pneumothorax",
+# CXR-LT class -> the ChestX-Det name the phantom writes: the inverse of the reader's mapping (each CXR-LT class by its
+# own ChestX-Det name, not "Diffuse Nodule"), plus aortic calcification written as ChestX-Det's `Calcification` (which
+# the reader then excludes, as it does for the real file).
+_CHESTX_DET = {cxr: det for det, cxr in CHESTX_DET_TO_CXR_LT.items() if cxr is not None and det != "Diffuse Nodule"} | {
+    "Calcification of the Aorta": "Calcification"
 }
 VINDR_CLASSES: tuple[str, ...] = (
     "Aortic enlargement",
