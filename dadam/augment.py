@@ -12,32 +12,68 @@ from dadam.bank import PatchBank
 from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
 from dadam.ops import SUPPORTED_DTYPES, paste_patches
-from dadam.sampling import DadamParams, _draw, _tables, apply_labels, sampling_weights
-from dadam.stats import LabelStats, tail_classes
+from dadam.sampling import DadamParams, SamplerTables, apply_labels, build_tables, sample_batch
+from dadam.stats import LabelStats
 
-__all__ = ["DiseasedAreaAugment"]
+__all__ = ["DiseasedAreaAugment", "check_image_values", "check_label_values"]
+
+
+def check_label_values(labels: torch.Tensor) -> None:
+    """Labels must be 0, 1 or NaN (unknown). On the CPU a ``ValueError`` names the values found; on a GPU a
+    device-side assert (``torch._assert_async``, no host sync) stops the process at the next synchronisation."""
+    ok = (labels == 0) | (labels == 1) | torch.isnan(labels)  # (B, C)
+    if labels.device.type != "cpu":
+        torch._assert_async(ok.all(), "DADAM: labels must be 0, 1 or NaN (unknown)")
+    elif not bool(ok.all()):
+        bad = labels[~ok]
+        raise ValueError(
+            f"labels must be 0, 1 or NaN (unknown), got {bad.numel()} other values in "
+            f"[{float(bad.min()):g}, {float(bad.max()):g}] (e.g. {float(bad[0]):g}); map soft or uncertain labels "
+            "(-1, 0.5) to 0, 1 or NaN first"
+        )
+
+
+def check_image_values(images: torch.Tensor) -> None:
+    """Float images must be in ``[0, 1]`` (uint8 always is in range). On the CPU a ``ValueError`` names the range
+    found; on a GPU a device-side assert (``torch._assert_async``, no host sync) stops the process at the next
+    synchronisation."""
+    if not images.is_floating_point() or images.numel() == 0:
+        return
+    low, high = torch.aminmax(images)  # NaN propagates and fails the test below
+    if images.device.type != "cpu":
+        torch._assert_async((low >= 0) & (high <= 1), "DADAM: float images must be in [0, 1]")
+    elif not (float(low) >= 0 and float(high) <= 1):
+        raise ValueError(
+            f"images ({images.dtype}) must be in [0, 1], got values in [{float(low):g}, {float(high):g}]; apply "
+            "DADAM to images scaled to [0, 1] (or uint8), before normalising them"
+        )
 
 
 class DiseasedAreaAugment(nn.Module):
     """Online Diseased Area Data Augmentation (Kim et al., 2023, section 3.2) on a batch of images.
 
-    With probability ``p`` per sample: a normal image ("No Finding" only) gets a tail-class patch plus up to
-    ``max_patches - 1`` non-overlapping, positively correlated companion patches at their aligned positions and
-    exactly those labels; an image with a tail class gets one correlated companion class it lacks blended in with
-    weight ``alpha`` and that label added. Everything else passes unchanged. See :func:`dadam.sampling.sample`.
+    With probability ``p`` per sample: a normal image ("No Finding" only) gets a tail-class patch plus
+    non-overlapping companion patches at their aligned positions and exactly those labels; an image with a tail
+    class gets one companion class it lacks blended in with weight ``alpha`` and that label added. Everything else
+    passes unchanged. The companions follow ``companions``: ``"cooccurrence"`` (default) pastes the covered classes
+    of a real training label row that shows the tail class, and blends a class drawn from the co-occurrence counts;
+    ``"correlation"`` draws them ``~ corr ** beta`` (the paper's rule). See :mod:`dadam.sampling`.
 
     Pixel values: the bank's uint8 pixels keep their scale for uint8 images; float images (float16, bfloat16,
-    float32) must be in ``[0, 1]`` and get ``pixels / 255`` (apply DADAM before normalising).
+    float32) must be in ``[0, 1]`` and get ``pixels / 255`` (apply DADAM before normalising). Labels must be 0, 1 or
+    NaN (unknown). Out-of-range values raise a ``ValueError`` on the CPU and a device-side assert on a GPU.
 
     Randomness: ``generator`` may be a ``torch.Generator`` (must live on the images' device), an ``int`` seed (a
     generator per device is created from it on first use, so a fresh module with the same seed repeats its
     draws) or None (torch's default generator of the device).
 
-    The bank and the class weights are non-persistent buffers: ``.to(device)`` moves them, ``state_dict`` skips them.
+    The bank and the sampler's tables (:attr:`tables`, built once on the CPU in ``__init__``) are non-persistent
+    buffers: ``.to(device)`` moves them, ``state_dict`` skips them, and a call never builds or copies them.
 
     Args:
         bank: the :class:`~dadam.bank.PatchBank` (its canvas is the image size the module accepts).
-        stats: the :class:`~dadam.stats.LabelStats` of the training labels.
+        stats: the :class:`~dadam.stats.LabelStats` of the training labels (``companions="cooccurrence"`` needs their
+            label rows: build them with :meth:`~dadam.stats.LabelStats.from_labels` or ``load``).
         p: per-sample probability of augmenting an eligible image, in ``[0, 1]``.
         alpha: blend weight of the patch for tail-class images, in ``(0, 1]``.
         max_patches: most patches pasted on one normal image (``>= 1``).
@@ -46,12 +82,13 @@ class DiseasedAreaAugment(nn.Module):
             bank does not cover is never pasted, but an image showing it still gets a blended companion; "No
             Finding" is never a tail class. ``tail_names`` / ``tail_mask``: the tail classes that can be pasted.
         gamma: tail classes are drawn proportional to ``freq ** -gamma`` (``>= 0``).
-        beta: companions are drawn proportional to ``corr ** beta`` over positively correlated classes (``>= 0``).
+        beta: with ``companions="correlation"``, companions are drawn proportional to ``corr ** beta`` (``>= 0``).
         jitter: maximal random shift from the aligned position, fraction of the canvas, in ``[0, 1]``.
         generator: ``torch.Generator``, ``int`` seed or None (see above).
         soft_label: label a blended class with ``alpha`` instead of 1.
         tail_quantile: quantile for the default tail set, in ``[0, 1]``.
         candidates: candidate draws per companion slot for the non-overlap rule (``>= 1``).
+        companions: ``"cooccurrence"`` or ``"correlation"`` (see above).
 
     Raises:
         ValueError: on an option out of range, or when no covered class is a tail class (the message names both).
@@ -64,6 +101,7 @@ class DiseasedAreaAugment(nn.Module):
         >>> images, labels = aug(images, labels)  # doctest: +SKIP
         >>> images, labels, params = aug(images, labels, return_params=True)  # doctest: +SKIP
         >>> same_images, same_labels = aug(images0, labels0, params=params)  # doctest: +SKIP
+        >>> images, labels = aug(images, labels, mask=labels.new_ones(len(labels), dtype=torch.bool))  # doctest: +SKIP
     """
 
     def __init__(
@@ -82,6 +120,7 @@ class DiseasedAreaAugment(nn.Module):
         soft_label: bool = DadamConfig.soft_label,
         tail_quantile: float = DadamConfig.tail_quantile,
         candidates: int = DadamConfig.candidates,
+        companions: str = DadamConfig.companions,
     ) -> None:
         super().__init__()
         config = DadamConfig(
@@ -95,97 +134,35 @@ class DiseasedAreaAugment(nn.Module):
             soft_label=soft_label,
             tail_quantile=tail_quantile,
             candidates=candidates,
+            companions=companions,
         ).validate()
-        self.config = config
-        p, alpha, max_patches, tail = config.p, config.alpha, config.max_patches, config.tail
-        gamma, beta, jitter, candidates = config.gamma, config.beta, config.jitter, config.candidates
-        soft_label, tail_quantile = config.soft_label, config.tail_quantile
         if not isinstance(generator, (torch.Generator, int, type(None))) or isinstance(generator, bool):
             raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
         if isinstance(generator, int) and not -(2**63) <= generator < 2**64:
             raise ValueError(f"generator seed must fit in 64 bits, got {generator}")
-        if tuple(stats.class_names) != tuple(bank.class_names):
-            raise ValueError(f"stats classes {list(stats.class_names)} differ from the bank's {list(bank.class_names)}")
-        if len(bank) == 0:
-            raise ValueError("the patch bank is empty: no class to paste")
-        if NO_FINDING not in bank.class_names:
-            raise ValueError(
-                f"the class list has no {NO_FINDING!r} class (DADAM pastes onto normal images): {list(bank.class_names)}"
-            )
-        names = list(bank.class_names)
-        num_classes = len(names)
-        covered = bank.covered.to("cpu", copy=True)
-        covered[names.index(NO_FINDING)] = False
-        freq = stats.freq.detach().to("cpu", torch.float32)
-        if tail is None:
-            tail_mask = tail_classes(freq, covered, quantile=tail_quantile, class_names=names)
-        else:
-            given_mask = torch.zeros(num_classes, dtype=torch.bool)
-            for t in tail:
-                if isinstance(t, str):
-                    if t not in names:
-                        raise ValueError(f"tail class {t!r} is not one of {names}")
-                    t = names.index(t)
-                if not 0 <= int(t) < num_classes:
-                    raise ValueError(f"tail class index {t} is outside [0, {num_classes})")
-                given_mask[int(t)] = True
-            given_mask[names.index(NO_FINDING)] = False
-            tail_mask = given_mask & covered
-        tail_mask[names.index(NO_FINDING)] = False
-        # Blends are triggered by every tail class, also one the bank has no patch of (only its companion is pasted).
-        blend_mask = tail_mask if tail is None else given_mask
-        if not bool(tail_mask.any()):
-            given = f"default (quantile {tail_quantile})" if tail is None else list(tail)
-            raise ValueError(
-                f"no tail class is covered by the bank: tail={given}, covered classes="
-                f"{[names[i] for i in range(num_classes) if covered[i]]}; pass tail= classes the bank has patches of"
-            )
-        min_freq = 1.0 / stats.num_samples if stats.num_samples > 0 else 1e-6
-        tail_weight, companion_weight = sampling_weights(
-            freq,
-            stats.corr.detach().to("cpu", torch.float32),
-            tail_mask,
-            covered,
-            gamma=gamma,
-            beta=beta,
-            min_freq=min_freq,
-            no_finding=names.index(NO_FINDING),
-        )
-        blend_tail_weight = sampling_weights(
-            freq,
-            stats.corr.detach().to("cpu", torch.float32),
-            blend_mask,
-            torch.ones_like(covered),
-            gamma=gamma,
-            beta=beta,
-            min_freq=min_freq,
-            no_finding=names.index(NO_FINDING),
-        )[0]
-        self.p, self.alpha, self.max_patches = float(p), float(alpha), int(max_patches)
-        self.gamma, self.beta, self.jitter = float(gamma), float(beta), float(jitter)
-        self.soft_label, self.candidates = bool(soft_label), int(candidates)
+        tables, tail_mask = build_tables(bank, stats, config)
+        self.config = config
+        self.p, self.alpha, self.max_patches = config.p, config.alpha, config.max_patches
+        self.gamma, self.beta, self.jitter = config.gamma, config.beta, config.jitter
+        self.soft_label, self.candidates, self.companions = config.soft_label, config.candidates, config.companions
         self.canvas, self.max_size = bank.canvas, bank.max_size
-        self.class_names = tuple(names)
-        self.tail_names = tuple(names[i] for i in range(num_classes) if tail_mask[i])
-        self._no_finding = names.index(NO_FINDING)
+        self.class_names = tuple(bank.class_names)
+        self.no_finding = self.class_names.index(NO_FINDING)
+        is_tail = tail_mask.tolist()  # CPU-only path: construction
+        self.tail_names = tuple(n for n, t in zip(self.class_names, is_tail, strict=True) if t)
         self._seed = generator if isinstance(generator, int) else None
         self._generator = generator if isinstance(generator, torch.Generator) else None
         self._generators: dict[torch.device, torch.Generator] = {}
-        for name, t in (
-            ("pixels", bank.pixels),
-            ("offsets", bank.offsets),
-            ("sizes", bank.sizes),
-            ("patch_boxes", bank.boxes),
-            ("class_start", bank.class_start),
-            ("class_count", bank.class_count),
-            ("tail_mask", tail_mask),
-            ("tail_weight", tail_weight),
-            ("blend_tail_weight", blend_tail_weight),
-            ("companion_weight", companion_weight),
-        ):
+        bank_tensors = {
+            "pixels": bank.pixels,
+            "offsets": bank.offsets,
+            "sizes": bank.sizes,
+            "class_start": bank.class_start,
+            "class_count": bank.class_count,
+            "tail_mask": tail_mask,
+        }
+        for name, t in (*bank_tensors.items(), *tables.tensors().items()):
             self.register_buffer(name, t.detach().clone(), persistent=False)
-        self._tables_key: tuple | None = None  # the sampler's constants, see _sampler_tables
-        self._tables_cache = None
 
     @classmethod
     def from_config(
@@ -207,8 +184,19 @@ class DiseasedAreaAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"p={self.p}, alpha={self.alpha}, max_patches={self.max_patches}, gamma={self.gamma}, beta={self.beta}, "
-            f"jitter={self.jitter}, canvas={self.canvas}, patches={self.offsets.shape[0]}, tail={list(self.tail_names)}"
+            f"p={self.p}, alpha={self.alpha}, max_patches={self.max_patches}, companions={self.companions!r}, "
+            f"gamma={self.gamma}, beta={self.beta}, jitter={self.jitter}, canvas={self.canvas}, "
+            f"patches={self.offsets.shape[0]}, tail={list(self.tail_names)}"
+        )
+
+    @property
+    def tables(self) -> SamplerTables:
+        """The sampler's :class:`~dadam.sampling.SamplerTables` on the module's device (views of its buffers)."""
+        names = SamplerTables._fields
+        return SamplerTables(
+            **{name: getattr(self, name) for name in names if name not in ("canvas", "no_finding")},
+            canvas=self.canvas,
+            no_finding=self.no_finding,
         )
 
     def _generator_for(self, device: torch.device) -> torch.Generator | None:
@@ -229,48 +217,26 @@ class DiseasedAreaAugment(nn.Module):
             raise ValueError(
                 f"labels are on {labels.device}, the module on {self.tail_weight.device}: call aug.to(device)"
             )
+        check_label_values(labels)
 
-    def _sampler_tables(self, device: torch.device):
-        """The sampler's constants on ``device``, built once and rebuilt when a source buffer moves or changes."""
-        sources = (self.tail_weight, self.companion_weight, self.patch_boxes, self.class_start, self.class_count)
-        key = (device, *((t.data_ptr(), t._version, t.dtype, t.device) for t in (*sources, self.blend_tail_weight)))
-        if self._tables_key != key:
-            self._tables_cache = _tables(
-                *sources,
-                blend_tail_weight=self.blend_tail_weight,
-                max_patches=self.max_patches,
-                candidates=self.candidates,
-                no_finding=self._no_finding,
-                device=device,
-            )
-            self._tables_key = key
-        return self._tables_cache
-
-    def sample(self, labels: torch.Tensor) -> DadamParams:
+    def sample(self, labels: torch.Tensor, *, mask: torch.Tensor | None = None) -> DadamParams:
         """Draw the params for a batch of labels alone (no pixels): for audits and offline export.
 
-        The same draws as :func:`dadam.sampling.sample` with the module's buffers and options.
-
         Args:
-            labels: ``(B, 26)`` multi-hot labels on the module's device.
+            labels: ``(B, 26)`` multi-hot labels (0, 1, NaN) on the module's device.
+            mask: ``(B,)`` bool on the labels' device: only these samples may change (``p`` still applies);
+                None: all.
 
         Returns:
             the :class:`~dadam.sampling.DadamParams` (``params.labels`` are the new labels).
         """
         self._check_labels(labels)
-        return _draw(
-            labels,
-            self._sampler_tables(labels.device),
-            canvas=self.canvas,
-            p=self.p,
-            alpha=self.alpha,
-            max_patches=self.max_patches,
-            jitter=self.jitter,
-            candidates=self.candidates,
-            soft_label=self.soft_label,
-            no_finding=self._no_finding,
-            generator=self._generator_for(labels.device),
-        )
+        return self._draw(labels, mask)
+
+    def _draw(self, labels: torch.Tensor, mask: torch.Tensor | None) -> DadamParams:
+        """:meth:`sample` for checked labels."""
+        generator = self._generator_for(labels.device)
+        return sample_batch(labels, self.tables, self.config, generator=generator, mask=mask)
 
     def apply(self, images: torch.Tensor, params: DadamParams, *, path: str = "auto") -> torch.Tensor:
         """Paste/blend the patches of ``params`` into ``images`` (no randomness). See :func:`dadam.ops.paste_patches`."""
@@ -294,16 +260,19 @@ class DiseasedAreaAugment(nn.Module):
         *,
         params: DadamParams | None = None,
         return_params: bool = False,
+        mask: torch.Tensor | None = None,
     ):
         """Augment a batch.
 
         Args:
             images: ``(B, C, H, W)``, C in {1, 3}, ``H = W = canvas``; uint8 or float in [0, 1]; any device the
                 module is on; contiguous or channels_last (kept).
-            labels: ``(B, 26)`` float multi-hot labels.
+            labels: ``(B, 26)`` float multi-hot labels: 0, 1 or NaN (unknown).
             params: replay these params instead of drawing new ones (their ``labels`` are ignored: the new labels
                 are recomputed from ``labels``).
             return_params: also return the params.
+            mask: ``(B,)`` bool on the labels' device: only these samples may change (``p`` still applies); None:
+                all. Not with ``params`` (they already say which samples change).
 
         Returns:
             ``(images, labels)`` or ``(images, labels, params)``; new tensors, inputs untouched. An empty batch is
@@ -326,9 +295,12 @@ class DiseasedAreaAugment(nn.Module):
             raise ValueError(f"images and labels differ in batch size: {B} and {labels.shape[0]}")
         if images.device != labels.device:
             raise ValueError(f"images are on {images.device}, labels on {labels.device}")
+        check_image_values(images)
         if params is None:
-            params = self.sample(labels)
+            params = self._draw(labels, mask)
         else:
+            if mask is not None:
+                raise ValueError("give params (a replay: they already say which samples change) or mask, not both")
             if len(params) != B:
                 raise ValueError(f"params are for {len(params)} samples, the batch has {B}")
             if params.mode.device != images.device:  # e.g. params recorded on the CPU, replayed on a GPU

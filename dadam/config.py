@@ -21,16 +21,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DadamConfig", "add_dadam_arguments", "dadam_config_from_args"]
+__all__ = ["COMPANION_RULES", "DadamConfig", "add_dadam_arguments", "dadam_config_from_args"]
 
 # Above this a class weight freq ** -gamma or corr ** beta under/overflows float32 for realistic frequencies
 # (freq >= 1e-6): the sampler's inverse CDF would see inf or 0 everywhere.
 _MAX_EXPONENT = 6.0
 
 
-def _opt(default: Any, help: str, **cli: Any) -> Any:
-    """A dataclass field with its one-line help text and argparse settings (``cli``) in the metadata."""
-    return field(default=default, metadata={"help": help, "cli": cli})
+# The rules a normal image's companion classes are drawn by (see :mod:`dadam.sampling`).
+COMPANION_RULES = ("cooccurrence", "correlation")
+_NO_LEGACY = object()
+
+
+def _opt(default: Any, help: str, *, legacy: Any = _NO_LEGACY, **cli: Any) -> Any:
+    """A dataclass field with its one-line help text and argparse settings (``cli``) in the metadata.
+
+    ``help`` may name another option as ``{field_name}``; :func:`add_dadam_arguments` writes its flag there (with the
+    parser's prefix). ``legacy``: the value a dict written before this option existed stands for (the behaviour of
+    that release); :meth:`DadamConfig.from_dict` gives it to a dict that lacks the option.
+    """
+    metadata = {"help": help, "cli": cli}
+    if legacy is not _NO_LEGACY:
+        metadata["legacy"] = legacy
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -45,26 +58,37 @@ class DadamConfig:
             ``tail_quantile`` of the covered classes' frequencies.
         tail_quantile: quantile of the default tail set, in ``[0, 1]``.
         gamma: tail classes are drawn proportional to ``freq ** -gamma``, in ``[0, 6]``.
-        beta: companions are drawn proportional to ``corr ** beta``, in ``[0, 6]``.
+        beta: with ``companions="correlation"``, companions are drawn proportional to ``corr ** beta``, in ``[0, 6]``.
         jitter: largest random shift from the aligned position, fraction of the canvas, in ``[0, 1]``.
         candidates: candidate draws per companion slot for the non-overlap rule, ``>= 1``.
         soft_label: label a blended class with ``alpha`` instead of 1.
+        companions: how a normal image's companion classes are drawn (see :mod:`dadam.sampling`):
+            ``"cooccurrence"`` pastes the covered classes of a real training label row that shows the tail class;
+            ``"correlation"`` draws them proportional to ``corr ** beta`` (the paper's rule, release 0.1.0). A dict
+            without this key (a file of release 0.1.0) reads as ``"correlation"``.
     """
 
     p: float = _opt(0.5, "probability of augmenting an eligible image", type=float)
     alpha: float = _opt(0.6, "blend weight of the patch on tail-class images", type=float)
     max_patches: int = _opt(3, "most patches pasted on one normal image", type=int)
     tail: tuple[str | int, ...] | None = _opt(
-        None, "tail class names (default: the rarer covered classes, see --tail-quantile)", nargs="+"
+        None, "tail class names (default: the rarer covered classes, see {tail_quantile})", nargs="+"
     )
     tail_quantile: float = _opt(
         0.5, "frequency quantile of the covered classes that makes the default tail set", type=float
     )
     gamma: float = _opt(1.0, "tail classes are drawn ~ freq^-gamma", type=float)
-    beta: float = _opt(1.0, "companion classes are drawn ~ corr^beta", type=float)
+    beta: float = _opt(1.0, "companion classes are drawn ~ corr^beta (with {companions} correlation)", type=float)
     jitter: float = _opt(0.0, "largest random shift from the aligned position, fraction of the canvas", type=float)
     candidates: int = _opt(8, "candidate draws per companion slot for the non-overlap rule", type=int)
     soft_label: bool = _opt(False, "label a blended class with alpha instead of 1", action="store_true")
+    companions: str = _opt(
+        "cooccurrence",
+        "companion classes of a normal image: the covered classes of a real label row with the tail class "
+        "(cooccurrence), or drawn ~ corr^beta (correlation, the paper's rule)",
+        legacy="correlation",
+        choices=COMPANION_RULES,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.tail, str):  # one class name, not its letters
@@ -106,6 +130,8 @@ class DadamConfig:
                 )
         if not isinstance(self.soft_label, bool):
             raise ValueError(f"soft_label must be a bool, got {self.soft_label!r}")
+        if self.companions not in COMPANION_RULES:
+            raise ValueError(f"companions must be one of {COMPANION_RULES}, got {self.companions!r}")
         if self.tail is not None:
             for t in self.tail:
                 if isinstance(t, bool) or not isinstance(t, (str, numbers.Integral)):
@@ -117,19 +143,30 @@ class DadamConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (``tail`` as a list), for JSON files and checkpoints."""
+        """Plain values for JSON files and checkpoints: ``tail`` as a list of names and plain ``int`` indices."""
         d = dataclasses.asdict(self)
-        d["tail"] = None if self.tail is None else list(self.tail)
+        d["tail"] = None if self.tail is None else [t if isinstance(t, str) else int(t) for t in self.tail]
         return d
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DadamConfig:
-        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        """The config of :meth:`to_dict`'s output; unknown keys raise ``ValueError`` naming them.
+
+        A missing key means a dict written before that option existed: the option gets the value that stands for
+        the behaviour of that release where the field declares one (``companions``: ``"correlation"``), else its
+        default.
+
+        Example:
+            >>> DadamConfig.from_dict({"p": 0.5}).companions  # a config of release 0.1.0
+            'correlation'
+        """
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown DADAM options {unknown}; known: {sorted(names)}")
-        return cls(**dict(values))
+        legacy = {f.name: f.metadata["legacy"] for f in fields if "legacy" in f.metadata and f.name not in values}
+        return cls(**legacy, **dict(values))
 
     def changed(self, other: DadamConfig) -> dict[str, tuple[Any, Any]]:
         """The options that differ: ``{name: (self's value, other's value)}``."""
@@ -146,6 +183,7 @@ def add_dadam_arguments(parser: argparse._ActionsContainer, *, prefix: str = "",
         exclude: field names to leave out.
     """
     defaults = DadamConfig()
+    flags = {f.name: _flag(prefix, f.name) for f in dataclasses.fields(DadamConfig)}
     for f in dataclasses.fields(DadamConfig):
         if f.name in exclude:
             continue
@@ -157,9 +195,9 @@ def add_dadam_arguments(parser: argparse._ActionsContainer, *, prefix: str = "",
         else:
             cli["default"] = default
         parser.add_argument(
-            f"--{prefix}{f.name.replace('_', '-')}",
+            flags[f.name],
             dest=_dest(prefix, f.name),
-            help=f"{f.metadata['help']}{shown}",
+            help=f"{f.metadata['help'].format(**flags)}{shown}",
             **cli,
         )
 
@@ -177,6 +215,10 @@ def dadam_config_from_args(
         if hasattr(args, dest):
             values[f.name] = getattr(args, dest)
     return (base or DadamConfig()).replace(**values).validate()
+
+
+def _flag(prefix: str, name: str) -> str:
+    return f"--{prefix}{name.replace('_', '-')}"
 
 
 def _dest(prefix: str, name: str) -> str:

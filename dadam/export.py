@@ -136,11 +136,7 @@ def load_params(path: str | os.PathLike) -> DadamParams:
     """
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
-    missing = [k for k in _PARAM_FIELDS if k not in tensors]
-    if missing:
-        raise ValueError(f"{path}: not a DADAM params file (lacks tensors {missing})")
-    return DadamParams(**{k: tensors[k] for k in _PARAM_FIELDS})
+    return DadamParams.from_tensors(load_file(str(path)), source=str(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -353,9 +349,12 @@ def export(
                 "or use another out_dir"
             )
         manifest["config"] = config.to_dict()
-        params = load_params(params_path)
-        if tensor_digest({k: getattr(params, k) for k in _PARAM_FIELDS}) != manifest.get("params_sha256"):
+        from safetensors.torch import load_file
+
+        stored = load_file(str(params_path))  # the digest covers the tensors the file holds (0.1.0: no template)
+        if tensor_digest(stored) != manifest.get("params_sha256"):
             raise ValueError(f"{params_path}: checksum differs from {manifest_path}: corrupt file; delete {out}")
+        params = DadamParams.from_tensors(stored, source=str(params_path))
     else:
         leftovers = [q.name for q in img_dir.iterdir() if not q.name.endswith(".tmp")]
         if leftovers or csv_path.exists():

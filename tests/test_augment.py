@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dadam import DiseasedAreaAugment, LabelStats, PatchBank
+from dadam.config import COMPANION_RULES
 from dadam.labels import CXR_LT_CLASSES
 from dadam.sampling import MODE_BLEND, MODE_NONE, MODE_PASTE, apply_labels, sample
 from tests.helpers import (
@@ -68,8 +69,9 @@ def test_p0_is_identity(bank, stats, table):
     assert not params.changed.any() and not params.active.any()
 
 
-def test_p1_changes_every_eligible_sample_and_labels_are_exact(bank, stats, table):
-    aug = _aug(bank, stats, p=1.0, max_patches=3)
+@pytest.mark.parametrize("companions", COMPANION_RULES)
+def test_p1_changes_every_eligible_sample_and_labels_are_exact(bank, stats, table, companions):
+    aug = _aug(bank, stats, p=1.0, max_patches=3, companions=companions)
     labels = table[:400].clone()
     params = aug.sample(labels)
     eligible = _eligible(aug, labels)
@@ -81,7 +83,8 @@ def test_p1_changes_every_eligible_sample_and_labels_are_exact(bank, stats, tabl
         cls = params.classes[b][params.active[b]].tolist()
         if params.mode[b] == MODE_PASTE:
             assert tw[cls[0]] > 0, "the first pasted class must be a tail class"
-            assert all(cw[cls[0], j] > 0 and j != cls[0] and j != NF for j in cls[1:]), "companions need rho(t,j) > 0"
+            # correlation: rho(t, j) > 0; co-occurrence: t and j share a label row
+            assert all(cw[cls[0], j] > 0 and j != cls[0] and j != NF for j in cls[1:]), "companions need w(t, j) > 0"
             assert len(set(cls)) == len(cls)
             assert set(new.nonzero().flatten().tolist()) == set(cls) and new[NF] == 0
             assert params.alpha[b][params.active[b]].eq(1.0).all()
@@ -97,9 +100,11 @@ def test_p1_changes_every_eligible_sample_and_labels_are_exact(bank, stats, tabl
     assert torch.equal(apply_labels(labels, params), params.labels)
 
 
-def test_placed_patches_never_overlap_and_match_their_patch(bank, stats, table):
+@pytest.mark.parametrize("companions", COMPANION_RULES)
+def test_placed_patches_never_overlap_and_match_their_patch(bank, stats, table, companions):
     for seed in range(6):
-        aug = _aug(bank, stats, p=1.0, max_patches=4, jitter=0.3 * (seed % 2), generator=seed)
+        kw = dict(p=1.0, max_patches=4, jitter=0.3 * (seed % 2), generator=seed, companions=companions)
+        aug = _aug(bank, stats, **kw)
         params = aug.sample(table[seed * 300 : (seed + 1) * 300])
         assert params.active.sum(1).max() >= 3
         for b in range(len(params)):
@@ -162,11 +167,12 @@ def test_same_seed_same_output_and_replay(bank, stats, table):
         assert torch.equal(one[0], out_a[i]) and torch.equal(one_lab[0], lab_a[i])
 
 
-def test_tail_class_frequencies_follow_freq_power_minus_gamma(bank, stats):
+@pytest.mark.parametrize("companions", COMPANION_RULES)
+def test_tail_class_frequencies_follow_freq_power_minus_gamma(bank, stats, companions):
     normal = torch.zeros(20000, 26)
     normal[:, NF] = 1.0
     for gamma in (0.0, 1.0):
-        aug = _aug(bank, stats, p=1.0, gamma=gamma, max_patches=1, generator=7)
+        aug = _aug(bank, stats, p=1.0, gamma=gamma, max_patches=1, generator=7, companions=companions)
         params = aug.sample(normal)
         counts = torch.bincount(params.classes[:, 0], minlength=26).double()
         tail = aug.tail_mask
@@ -179,7 +185,7 @@ def test_tail_class_frequencies_follow_freq_power_minus_gamma(bank, stats):
 
 
 def test_blend_companion_frequencies_follow_corr_power_beta(bank, stats):
-    aug = _aug(bank, stats, p=1.0, beta=2.0, generator=8)
+    aug = _aug(bank, stats, p=1.0, beta=2.0, generator=8, companions="correlation")
     t = CXR_LT_CLASSES.index("Fibrosis")
     labels = torch.zeros(20000, 26)
     labels[:, t] = 1.0
@@ -271,24 +277,32 @@ def test_buffers_move_and_stay_out_of_state_dict(bank, stats):
 def test_sampler_is_free_of_host_sync_patterns():
     """Code review as a test: the hot-path modules use none of the calls that sync a GPU with the host."""
     root = pathlib.Path(__file__).resolve().parents[1] / "dadam"
-    banned = re.compile(r"\.item\(\)|\.tolist\(\)|\.cpu\(\)|\.numpy\(\)|nonzero\(|for \w+ in range\((B|batch|len\()")
+    banned = re.compile(
+        r"\.item\(\)|\.tolist\(\)|\.cpu\(\)|\.numpy\(\)|nonzero\(|for \w+ in range\((B|batch|len\()"
+        r"|\.to\(\"cpu\"|torch\.tensor\("
+    )
+    files = [root / "ops.py", root / "augment.py", *sorted((root / "sampling").glob("*.py"))]
+    assert len(files) >= 8
     offenders = [
-        f"{name}:{i}: {line.strip()}"
-        for name in ("sampling.py", "ops.py", "augment.py")
-        for i, line in enumerate((root / name).read_text().splitlines(), 1)
-        if banned.search(line.split("#")[0]) and "CPU-only path" not in line
+        f"{path.name}:{i}: {line.strip()}"
+        for path in files
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if banned.search(line.split("#")[0])
+        and "CPU-only path" not in line
+        and not line.strip().startswith((">>>", "..."))  # docstring examples
     ]
     assert not offenders, "host-sync calls outside the CPU-only path:\n" + "\n".join(offenders)
-    assert banned.search("x = t.item()") and banned.search("for b in range(B):")  # the pattern itself bites
+    for bad in ("x = t.item()", "for b in range(B):", 't.to("cpu")', "torch.tensor([1], device=d)"):
+        assert banned.search(bad), bad  # the pattern itself bites
 
 
 def test_sample_on_a_large_label_table(bank, stats):
     labels = make_label_table(100_000, seed=9)
     params = _aug(bank, stats, p=0.5).sample(labels)
     assert len(params) == 100_000 and params.changed.any() and params.labels.shape == labels.shape
-    # the functional sampler with the module's tensors and the same seed draws the same params
+    # the functional sampler (the correlation rule) with the module's tensors and the same seed draws the same params
     labels = labels[:2000]
-    aug = _aug(bank, stats, p=0.5, generator=0)
+    aug = _aug(bank, stats, p=0.5, generator=0, companions="correlation")
     assert torch.equal(
         aug.sample(labels).labels,
         sample(
@@ -320,15 +334,27 @@ def test_cuda_equals_cpu_with_replayed_params(bank, stats, table, dtype, channel
 
 
 @pytest.mark.gpu
-def test_cuda_forward_has_no_host_sync(bank, stats, table):
-    aug = _aug(bank, stats, p=0.9, generator=2).cuda()
+@pytest.mark.parametrize("companions", COMPANION_RULES)
+def test_cuda_forward_has_no_host_sync(bank, stats, table, companions):
+    aug = _aug(bank, stats, p=0.9, generator=2, companions=companions).cuda()
     images = make_images(64, 3, CANVAS, torch.float32).cuda()
     labels = table[:64].cuda()
-    aug(images, labels)  # warm-up (lazy generator, kernels)
+    mask = torch.arange(64, device="cuda") % 2 == 0
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
-    try:
-        out, new_labels = aug(images, labels)
+    try:  # the first call included: the tables moved with the module, nothing is built or copied per call
+        for _ in range(3):
+            out, new_labels = aug(images, labels)
+        out, new_labels = aug(images, labels, mask=mask)
+        sample(  # the functional correlation rule from CPU tensors: pinned, non-blocking copies
+            labels,
+            tail_weight=aug.tail_weight.cpu(),
+            companion_weight=aug.companion_weight.cpu(),
+            patch_boxes=bank.boxes,
+            class_start=bank.class_start,
+            class_count=bank.class_count,
+            canvas=CANVAS,
+        )
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == images.shape and new_labels.shape == labels.shape
@@ -342,7 +368,7 @@ def test_uncovered_tail_class_triggers_blends_but_is_never_pasted(bank, stats):
     corr = stats.corr.clone()
     corr[po, CXR_LT_CLASSES.index("Mass")] = corr[CXR_LT_CLASSES.index("Mass"), po] = 0.3
     s2 = LabelStats(stats.freq, corr, stats.class_names, stats.num_samples)
-    aug = _aug(bank, s2, p=1.0, tail=["Pleural Other", "Fibrosis"])
+    aug = _aug(bank, s2, p=1.0, tail=["Pleural Other", "Fibrosis"], companions="correlation")
     assert aug.tail_names == ("Fibrosis",)
     y = torch.zeros(300, 26)
     y[:100, po] = 1.0
@@ -354,7 +380,7 @@ def test_uncovered_tail_class_triggers_blends_but_is_never_pasted(bank, stats):
     assert params.labels[:100, CXR_LT_CLASSES.index("Mass")].eq(1).any()
     assert not (params.classes[100:200] == po).any() and (params.classes[100:200, 0] == fib).all()
     # the default tail set (covered classes only) leaves such an image alone
-    assert (_aug(bank, s2, p=1.0).sample(y[:100]).mode == MODE_NONE).all()
+    assert (_aug(bank, s2, p=1.0, companions="correlation").sample(y[:100]).mode == MODE_NONE).all()
 
 
 def test_single_tail_name_and_nan_options(bank, stats):
@@ -372,3 +398,82 @@ def test_replay_cpu_params_on_cuda(bank, stats, table):
     out, lab, params = aug(images, table[:16].clone(), return_params=True)
     out_cuda, lab_cuda = aug.cuda()(images.cuda(), table[:16].cuda(), params=params)  # params stay on the CPU
     assert torch.equal(out_cuda.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
+
+
+def test_out_of_range_values_raise_naming_the_tensor_and_range(bank, stats, table):
+    aug = _aug(bank, stats)
+    labels = table[:4].clone()
+    images = make_images(4, 1, CANVAS, torch.float32)
+    for bad, found in ((images * 255, r"\[0\.\d+, 25\d\.\d+\]"), (images - 0.5, r"\[-0\.4\d+, 0\.4\d+\]")):
+        with pytest.raises(ValueError, match=r"images \(torch.float32\) must be in \[0, 1\], got values in " + found):
+            aug(bad, labels)
+    nan_image = images.clone()
+    nan_image[2, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\], got values in \[nan, nan\]"):
+        aug(nan_image, labels)
+    aug(images.to(torch.float16), labels)  # in range: fine
+    aug((images * 255).to(torch.uint8), labels)  # uint8 is always in range
+    soft = labels.clone()
+    soft[1, 3] = 0.5
+    soft[2, 4] = -1.0
+    unknown = labels.clone()
+    unknown[0, :5] = float("nan")
+    aug(images, unknown)  # NaN means unknown: allowed
+    message = r"labels must be 0, 1 or NaN \(unknown\), got 2 other values in \[-1, 0.5\]"
+    with pytest.raises(ValueError, match=message):
+        aug(images, soft)
+    with pytest.raises(ValueError, match=message):
+        aug.sample(soft)
+    with pytest.raises(ValueError, match=message):
+        aug(images, soft, params=aug.sample(labels))
+
+
+def test_bad_module_arguments(bank, stats):
+    with pytest.raises(ValueError, match=r"generator seed must fit in 64 bits, got 18446744073709551616"):
+        DiseasedAreaAugment(bank, stats, generator=2**64)
+    with pytest.raises(ValueError, match="generator seed must fit in 64 bits"):
+        DiseasedAreaAugment(bank, stats, generator=-(2**63) - 1)
+    with pytest.raises(ValueError, match="gamma must be at most 6"):
+        DiseasedAreaAugment(bank, stats, gamma=float("inf"))
+    with pytest.raises(ValueError, match="beta must be at most 6"):
+        DiseasedAreaAugment(bank, stats, beta=1e6)
+    with pytest.raises(ValueError, match="tail classes must be class names or int indices, got 1.5"):
+        DiseasedAreaAugment(bank, stats, tail=[1.5])
+    with pytest.raises(ValueError, match=r"tail class index 26 is outside \[0, 26\)"):
+        DiseasedAreaAugment(bank, stats, tail=[26])
+    with pytest.raises(ValueError, match="companions must be one of"):
+        DiseasedAreaAugment(bank, stats, companions="pearson")
+    names = [c for c in CXR_LT_CLASSES if c != "No Finding"] + ["Normal"]
+    other = PatchBank.from_patches(
+        [torch.zeros(4, 4, dtype=torch.uint8)], [[0, 0, 4, 4]], ["Mass"], canvas=CANVAS, class_names=names
+    )
+    other_stats = LabelStats(torch.full((26,), 0.1), torch.zeros(26, 26), tuple(names), 10)
+    with pytest.raises(ValueError, match="the class list has no 'No Finding' class .*'Normal'"):
+        DiseasedAreaAugment(other, other_stats, companions="correlation")
+    with pytest.raises(ValueError, match="stats classes .* differ from the bank's"):
+        DiseasedAreaAugment(other, stats)
+
+
+@pytest.mark.gpu
+def test_cuda_out_of_range_values_stop_with_a_device_assert(tmp_path):
+    """On a GPU the check is a device-side assert (no host sync); it ends the process, so it runs in a child."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from dadam import DiseasedAreaAugment, LabelStats\n"
+        "from tests.helpers import make_bank, make_label_table\n"
+        "y = make_label_table(200)\n"
+        "aug = DiseasedAreaAugment(make_bank(canvas=64), LabelStats.from_labels(y), generator=0).cuda()\n"
+        "x = torch.rand(8, 1, 64, 64, device='cuda')\n"
+        "torch.cuda.set_sync_debug_mode('error')\n"
+        "aug(x * 255, y[:8].cuda())\n"
+        "torch.cuda.set_sync_debug_mode('default')\n"
+        "torch.cuda.synchronize()\n"
+        "print('not stopped')\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
+    assert res.returncode != 0 and "not stopped" not in res.stdout
+    assert "float images must be in [0, 1]" in res.stderr or "device-side assert" in res.stderr, res.stderr[-2000:]

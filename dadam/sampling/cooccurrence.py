@@ -1,0 +1,128 @@
+"""The co-occurrence companion rule (``companions="cooccurrence"``, the default): companions from a real label row.
+
+Per sample, with probability ``p``:
+
+- a normal image (only "No Finding" positive) gets a tail class ``t ~ tail_weight`` (as the correlation rule), then
+  a *template*: one training label row that shows ``t``, uniform among such rows (:class:`~dadam.stats.LabelStats`
+  keeps them sorted by class). ``t`` goes to slot 0 at its aligned (jittered) box; the template's other classes that
+  the bank covers go to the further slots in a uniformly random order, each with ``candidates`` (patch, position)
+  draws, the first that overlaps no placed patch kept. A class that does not fit, or finds no free slot
+  (``max_patches``), is dropped and counted in ``params.dropped``. The labels become exactly the placed classes, a
+  subset of the template's classes the bank covers;
+- an image showing a tail class gets one of them, ``t ~ blend_tail_weight``, and one companion ``j`` it lacks among
+  the covered classes, drawn from ``P(j | t)`` (the co-occurrence counts of ``t``), blended with ``alpha``;
+- anything else, or a sample with nothing to draw, is unchanged.
+
+So a pasted image carries a real image's combination of (covered) classes, and the label correlation keeps its
+structure. :func:`cooccurrence_uniforms` declares the random stream.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dadam.config import DadamConfig
+from dadam.sampling.draws import categorical, first_fit, has_class, pick_in_range, place
+from dadam.sampling.params import DadamParams, apply_labels
+from dadam.sampling.tables import SamplerTables
+from dadam.sampling.uniforms import Interleaved, Quantity, Uniforms, UniformSpec
+
+__all__ = ["cooccurrence_params", "cooccurrence_uniforms"]
+
+
+def cooccurrence_uniforms(config: DadamConfig) -> UniformSpec:
+    """The uniforms of one call of the co-occurrence rule (per sample; K = ``max_patches``, R = ``candidates``)."""
+    slots, candidates = config.max_patches - 1, config.candidates
+    return UniformSpec(
+        Quantity("gate"),  # u < p: the sample may change
+        Quantity("tail"),  # the tail class t
+        Quantity("template"),  # a paste's template row among the rows showing t
+        Quantity("companion"),  # a blend's companion class j
+        Quantity("patch"),  # slot 0: the patch of its class
+        Quantity("jitter", 2),  # slot 0: the shift (dx, dy)
+        Interleaved((slots,), Quantity("slot_class")),  # slots 1..K-1: which remaining template class
+        Interleaved((slots, candidates), Quantity("slot_patch"), Quantity("slot_jitter", 2)),  # its candidates
+    )
+
+
+def cooccurrence_params(
+    labels: torch.Tensor,
+    u: Uniforms,
+    tables: SamplerTables,
+    config: DadamConfig,
+    mask: torch.Tensor | None = None,
+) -> DadamParams:
+    """The co-occurrence rule, a pure function of the uniforms (see the module docstring).
+
+    Args:
+        labels: ``(B, C)`` multi-hot labels (> 0.5 positive; NaN unknown, not positive).
+        u: the uniforms of :func:`cooccurrence_uniforms` for B samples.
+        tables: the :class:`~dadam.sampling.SamplerTables` with label rows, on the labels' device.
+        config: the options (``p``, ``alpha``, ``max_patches``, ``jitter``, ``soft_label``).
+        mask: ``(B,)`` bool, the samples that may change (None: all).
+
+    Returns:
+        the :class:`~dadam.sampling.DadamParams` (``template`` and ``dropped`` filled).
+
+    Shape:
+        labels ``(B, C)`` -> params with B samples and K = ``max_patches`` slots.
+    """
+    B = labels.shape[0]
+    boxes, canvas, jitter = tables.patch_boxes, tables.canvas, config.jitter
+    patches = (tables.patch_start, tables.patch_count, tables.patch_last)
+    rows = (tables.template_start, tables.template_count, tables.template_last)
+
+    pos = labels > 0.5  # (B, C), NaN -> False
+    pos_other = pos & tables.not_nf  # (B, C)
+    normal = pos[:, tables.no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
+    gate = u.gate[:, None] < config.p  # (B, 1)
+    if mask is not None:
+        gate = gate & mask[:, None]
+
+    w_tail = torch.where(normal, tables.tail_weight, tables.blend_tail_weight * pos_other)  # (B, C)
+    t, ok_t = categorical(w_tail, u.tail[:, None])  # (B, 1), (B, 1)
+    w_blend = tables.companion_weight.index_select(0, t.view(B)).masked_fill(pos, 0.0)  # (B, C) counts with t
+    j, ok_j = categorical(w_blend, u.companion[:, None])  # (B, 1) a covered class the image lacks
+    active0 = gate & ok_t & (normal | ok_j)  # (B, 1)
+    paste, blend = active0 & normal, active0 & ~normal  # (B, 1)
+
+    # The template: a uniform row among those showing t; its other covered classes are the paste's companions.
+    has_rows = paste & (tables.template_count.take(t) > 0)  # (B, 1)
+    row = tables.template_rows.take(pick_in_range(t, u.template[:, None], *rows)).long()  # (B, 1)
+    row = torch.where(has_rows, row, -1)  # (B, 1)
+    row_bits = tables.row_classes.take(row.clamp_min(0)).view(B)  # (B,) int32
+    cls0 = torch.where(paste, t, j)  # (B, 1) slot 0: t for a paste, j for a blend
+    remaining = has_class(row_bits, tables.class_bits) & tables.covered & has_rows & (tables.class_index != t)
+
+    pid0 = pick_in_range(cls0, u.patch[:, None], *patches)  # (B, 1)
+    placed = place(pid0, u.jitter[:, None], boxes, canvas, jitter) * active0[..., None]  # (B, 1, 4), 0 if inactive
+    pids, classes, actives = [pid0], [cls0], [active0]
+    dropped = torch.zeros_like(t)  # (B, 1)
+    for k in range(1, config.max_patches):  # static loop over slots, vectorised over batch and candidates
+        cls_k, ok_k = categorical(remaining.to(torch.float32), u.slot_class[:, k - 1, None])  # (B, 1) uniform
+        pid_k = pick_in_range(cls_k.expand_as(u.slot_patch[:, k - 1]), u.slot_patch[:, k - 1], *patches)  # (B, R)
+        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter)  # (B, R, 4)
+        accept, _, pid_sel, box_sel = first_fit(pid_k, box_k, placed, ok_k)  # (B, 1) ... (B, 1, 4)
+        dropped += ok_k & ~accept  # the class did not fit
+        remaining &= cls_k != tables.class_index  # (B, C) it is placed or dropped
+        placed = torch.cat([placed, box_sel], 1)  # (B, k + 1, 4)
+        pids.append(pid_sel)
+        classes.append(cls_k)
+        actives.append(accept)
+    dropped += remaining.sum(1, keepdim=True)  # template classes beyond max_patches
+
+    active = torch.cat(actives, 1)  # (B, K)
+    params = DadamParams(
+        boxes=placed,
+        patch_ids=torch.cat(pids, 1) * active,
+        classes=torch.where(active, torch.cat(classes, 1), -1),
+        active=active,
+        alpha=active * torch.where(blend, config.alpha, 1.0),  # (B, K) float32
+        mode=(paste.long() + 2 * blend.long()).view(B),  # MODE_NONE, MODE_PASTE or MODE_BLEND
+        changed=active0.view(B),
+        labels=labels,
+        template=row.view(B),
+        dropped=dropped.view(B),
+    )
+    params.labels = apply_labels(labels, params, soft_label=config.soft_label)
+    return params
