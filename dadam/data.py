@@ -2,93 +2,177 @@
 
 Images travel as uint8 ``(1, S, S)`` from the workers to the device, where DADAM runs on them; only then
 :func:`to_model_input` turns the batch into the normalised 3-channel float tensor the backbone expects.
+
+A bad image file (missing, truncated, not an image, several frames) raises a ``ValueError`` naming its row and path;
+with ``bad_images="skip"`` the dataset leaves it out instead: it logs it, and the batch it belonged to comes one
+image short, with a :class:`SkippedImage` record in its ``skipped`` attribute (:class:`LabelBatch`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dadam.labels import CXR_LT_CLASSES
 
 __all__ = [
+    "BAD_IMAGES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LabelBatch",
     "LabelDataset",
     "ResumableSampler",
     "ShardSampler",
+    "SkippedImage",
     "decode_image",
+    "default_num_workers",
     "make_loader",
+    "remove_stale_worker_dirs",
     "to_model_input",
 ]
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+BAD_IMAGES = ("error", "skip")
+"""What a loader does with an image file it cannot read: raise (``"error"``) or leave it out and go on (``"skip"``)."""
+
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def default_num_workers() -> int:
+    """Decoding workers by default: 4, or the CPUs this process may use when there are fewer."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 def decode_image(path: str | os.PathLike, *, canvas: int | None = None) -> torch.Tensor:
     """Decode an image file to grayscale uint8 and resize it to a square canvas.
 
-    JPEG and PNG go through ``torchvision.io.decode_image`` (libjpeg-turbo / libpng); DICOM through
-    :func:`dadam.io.read_image`. RGB(A) files are converted to luma.
+    JPEG goes through ``torchvision.io.decode_jpeg`` (libjpeg-turbo); every other format (PNG, TIFF, 16-bit files,
+    ...) and DICOM through :func:`dadam.io.read_image` (PIL / pydicom). PNG is left to PIL on purpose: torchvision's
+    libpng decoder ends the process with a segmentation fault on a PNG whose image data is short, where PIL raises
+    an error. RGB(A) files are converted to luma; 16-bit files are scaled by their full range.
 
     Args:
-        path: image file (``.jpg``, ``.png``, ``.dcm``).
+        path: image file (``.jpg``, ``.png``, ``.dcm``, ...).
         canvas: output side ``S`` in pixels; ``None`` keeps the native size.
 
     Returns:
         uint8 tensor ``(1, S, S)`` (or ``(1, H, W)`` when ``canvas`` is ``None``).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: naming the file, when it cannot be decoded (truncated, not an image, several frames, ...).
 
     Example:
         >>> x = decode_image("00000129_000.png", canvas=448)  # doctest: +SKIP
         >>> x.shape, x.dtype
         (torch.Size([1, 448, 448]), torch.uint8)
     """
-    from torchvision.io import ImageReadMode, read_file
-    from torchvision.io import decode_image as tv_decode
     from torchvision.transforms.v2.functional import resize
 
+    from dadam.io import read_image
+
     path = Path(path)
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        from dadam.io import read_image
-
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read(len(_JPEG_MAGIC))
+        is_jpeg = data == _JPEG_MAGIC and path.suffix.lower() not in _DICOM_SUFFIXES
+        if is_jpeg:
+            data += f.read()
+    img = _decode_jpeg(data) if is_jpeg else None
+    if img is None:  # not a JPEG, or one libjpeg-turbo rejects (12-bit, ...): PIL decodes it or names the problem
         img = read_image(path, dtype=torch.uint8)
-    else:
-        try:
-            with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated (torchcodec)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                img = tv_decode(read_file(str(path)), mode=ImageReadMode.GRAY)  # (1, H, W) uint8
-        except RuntimeError:
-            img = None
-        if img is None or img.dtype != torch.uint8:
-            # formats libjpeg/libpng reject (TIFF, ...) and 16-bit PNG (torchvision decodes it to uint16) go through
-            # PIL via dadam.io, which scales 16 bit to 8 bit by the full range.
-            from dadam.io import read_image
-
-            img = read_image(path, dtype=torch.uint8)
-    if img.dtype != torch.uint8:
-        raise ValueError(f"{path}: decoded to {img.dtype}, expected uint8 (8-bit images)")
     if canvas is not None and tuple(img.shape[-2:]) != (canvas, canvas):
         img = resize(img, [canvas, canvas], antialias=True)
     return img.contiguous()
+
+
+def _decode_jpeg(data: bytes) -> torch.Tensor | None:
+    """JPEG bytes decoded to gray ``(1, H, W)`` uint8 by torchvision, or None when it cannot decode them."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n_bytes,)
+    try:
+        with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated (torchcodec)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_jpeg(encoded, mode=ImageReadMode.GRAY)  # (1, H, W) uint8
+    except RuntimeError:
+        return None
+    return img if img.dtype == torch.uint8 and img.ndim == 3 else None
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image a :class:`LabelDataset` left out (``bad_images="skip"``): its table row, id, path and why."""
+
+    index: int
+    image_id: str
+    path: str
+    reason: str
+
+
+class LabelBatch(tuple):
+    """A batch ``(images, labels, dataset_ids)`` of :class:`LabelDataset`, and the images it left out.
+
+    It unpacks as the 3-tuple. ``skipped`` holds a :class:`SkippedImage` per image left out (``bad_images="skip"``);
+    ``kept`` is a ``(B,)`` bool tensor over the ``B`` sampled positions, True where the batch holds the image (its
+    rows are the kept positions, in order), so per-image results can be put back in sampler order.
+
+    Shape:
+        images ``(K, 1, S, S)`` uint8, labels ``(K, C)`` float32, dataset_ids ``(K,)`` int64 with ``K = kept.sum()``.
+    """
+
+    skipped: tuple[SkippedImage, ...]
+    kept: torch.Tensor
+
+    def __new__(
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        dataset_ids: torch.Tensor,
+        skipped: Sequence[SkippedImage] = (),
+        kept: torch.Tensor | None = None,
+    ) -> LabelBatch:
+        batch = super().__new__(cls, (images, labels, dataset_ids))
+        batch.skipped = tuple(skipped)
+        batch.kept = torch.ones(images.shape[0], dtype=torch.bool) if kept is None else kept
+        return batch
+
+    def __reduce__(self):  # from the DataLoader workers to the main process
+        return LabelBatch, (*self, self.skipped, self.kept)
+
+    def pin_memory(self) -> LabelBatch:
+        """The batch in page-locked memory (called by the DataLoader's ``pin_memory``)."""
+        return LabelBatch(*(t.pin_memory() for t in self), self.skipped, self.kept)
 
 
 class LabelDataset(Dataset):
     """Images and multi-hot labels from a label table (``image_id``, ``path``, one float column per class).
 
     Decoding and resizing happen in ``__getitem__``, i.e. in DataLoader workers; augmentation does not
-    (DADAM runs batched on the device).
+    (DADAM runs batched on the device). Batch it with :meth:`collate` (:func:`make_loader` does).
 
     Args:
         table: label table; ``path`` is relative to ``root`` or absolute. Missing class columns are an error;
@@ -97,9 +181,13 @@ class LabelDataset(Dataset):
         canvas: square output side ``S`` in pixels.
         classes: class columns, in output order (default: the 26 CXR-LT classes).
         dataset_id: id returned with each sample (FPSM's dataset encoding).
+        bad_images: ``"error"``: a missing or undecodable file raises (``FileNotFoundError`` / ``ValueError``
+            naming the row and the path); ``"skip"``: it is logged and returned as a :class:`SkippedImage`, which
+            :meth:`collate` leaves out of the batch and lists in ``batch.skipped``.
 
     Returns (per item):
-        ``(image, labels, dataset_id)``: uint8 ``(1, S, S)``, float32 ``(C,)``, int64 scalar.
+        ``(image, labels, dataset_id)``: uint8 ``(1, S, S)``, float32 ``(C,)``, int64 scalar; or a
+        :class:`SkippedImage` (``bad_images="skip"``).
 
     Example:
         >>> ds = LabelDataset(table, "/data/cxr-lt", canvas=448)  # doctest: +SKIP
@@ -114,6 +202,7 @@ class LabelDataset(Dataset):
         canvas: int,
         classes: Sequence[str] = CXR_LT_CLASSES,
         dataset_id: int = 0,
+        bad_images: str = "error",
     ) -> None:
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
@@ -122,10 +211,13 @@ class LabelDataset(Dataset):
             raise ValueError(f"label table lacks columns {missing}; it has {list(table.columns)}")
         if not isinstance(canvas, int) or canvas <= 0:
             raise ValueError(f"canvas must be a positive int, got {canvas!r}")
+        if bad_images not in BAD_IMAGES:
+            raise ValueError(f"bad_images must be one of {list(BAD_IMAGES)}, got {bad_images!r}")
         self.root = Path(root)
         self.canvas = canvas
         self.classes = tuple(classes)
         self.dataset_id = int(dataset_id)
+        self.bad_images = bad_images
         self.image_ids = table["image_id"].astype(str).tolist()
         self.paths = [p if os.path.isabs(p) else str(self.root / p) for p in table["path"].astype(str)]
         labels = table[list(self.classes)].apply(pd.to_numeric, errors="coerce")
@@ -134,17 +226,38 @@ class LabelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        path = self.paths[index]
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"row {index} (image_id {self.image_ids[index]!r}): image file {path} not found")
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | SkippedImage:
+        path, image_id = self.paths[index], self.image_ids[index]
+        where = f"row {index} (image_id {image_id!r})"
         try:
             image = decode_image(path, canvas=self.canvas)
-        except Exception as err:  # name the row: a bare decoder error does not say which file
-            raise RuntimeError(
-                f"row {index} (image_id {self.image_ids[index]!r}): cannot decode {path}: {err}"
-            ) from err
+        except Exception as err:  # a bad file: named, then raised or skipped
+            reason = f"{type(err).__name__}: {err}"
+            if self.bad_images == "skip":
+                logger.warning("skipped %s: %s", where, reason)
+                return SkippedImage(index=index, image_id=image_id, path=path, reason=reason)
+            fix = "; bad_images='skip' (--bad-images skip) leaves such files out and goes on"
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"{where}: image file {path} not found{fix}") from None
+            raise ValueError(f"{where}: cannot decode {path}: {reason}{fix}") from err
         return image, self.labels[index], torch.tensor(self.dataset_id, dtype=torch.long)
+
+    def collate(self, samples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | SkippedImage]) -> LabelBatch:
+        """Stack samples into a :class:`LabelBatch`, leaving out the :class:`SkippedImage` entries.
+
+        Shape:
+            ``B`` samples -> images ``(K, 1, S, S)``, labels ``(K, C)``, dataset_ids ``(K,)``, ``kept (B,)``.
+        """
+        kept = [not isinstance(s, SkippedImage) for s in samples]
+        good = [s for s, k in zip(samples, kept, strict=True) if k]
+        skipped = [s for s, k in zip(samples, kept, strict=True) if not k]
+        if good:
+            images, labels, ids = default_collate(good)  # in shared memory inside a worker, as torch's default
+        else:  # every image of the batch was bad
+            images = torch.zeros(0, 1, self.canvas, self.canvas, dtype=torch.uint8)
+            labels = torch.zeros(0, len(self.classes), dtype=torch.float32)
+            ids = torch.zeros(0, dtype=torch.long)
+        return LabelBatch(images, labels, ids, skipped, torch.tensor(kept, dtype=torch.bool))
 
 
 def _dist_info() -> tuple[int, int]:
@@ -277,7 +390,8 @@ def make_loader(
         prefetch_factor: batches prefetched per worker (default: torch's).
 
     Returns:
-        ``DataLoader`` yielding ``(images uint8 (B, 1, S, S), labels float (B, C), dataset_ids long (B,))``.
+        ``DataLoader`` yielding ``(images uint8 (B, 1, S, S), labels float (B, C), dataset_ids long (B,))``
+        (a :class:`LabelBatch` for a :class:`LabelDataset`, batched by its ``collate``).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -295,6 +409,7 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
+        collate_fn=getattr(dataset, "collate", None),  # LabelDataset: LabelBatch, bad images left out
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=pin_memory,
@@ -304,6 +419,42 @@ def make_loader(
         # resumed mid-epoch (one extra iterator) would shift the global RNG stream (dropout) against the original run.
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def remove_stale_worker_dirs(folder: str | os.PathLike | None = None) -> int:
+    """Remove the ``pymp-*`` folders that killed DataLoader workers left in the temporary folder; returns how many.
+
+    Python's multiprocessing gives a worker process a ``pymp-*`` folder for the socket through which it hands
+    tensors to the main process, and removes it when the process exits; a process killed with SIGKILL leaves it
+    behind. A folder is removed only when it belongs to this user and holds nothing but sockets none of which is
+    bound any more (``/proc/net/unix`` lists the bound ones), so the folders of running processes are never touched.
+    Without ``/proc/net/unix`` (not Linux) nothing is removed.
+
+    Args:
+        folder: where to look (default: :func:`tempfile.gettempdir`).
+
+    Example:
+        >>> remove_stale_worker_dirs()  # doctest: +SKIP
+        0
+    """
+    table = Path("/proc/net/unix")
+    if not table.is_file():
+        return 0
+    rows = [line.split() for line in table.read_text().splitlines()[1:]]
+    bound = {os.path.realpath(r[7]) for r in rows if len(r) >= 8 and r[7].startswith("/")}
+    removed = 0
+    for d in Path(folder or tempfile.gettempdir()).glob("pymp-*"):
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            entries = list(d.iterdir())
+            stale = bool(entries) and all(e.is_socket() and os.path.realpath(e) not in bound for e in entries)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def to_model_input(

@@ -73,29 +73,54 @@ def _dicom_to_unit(p: pathlib.Path) -> np.ndarray:
     return arr
 
 
+def _open_error(p: pathlib.Path, e: Exception) -> ValueError:
+    """The ValueError of a file PIL cannot open or decode, naming the file (and the fix for oversized images)."""
+    if isinstance(e, Image.DecompressionBombError):
+        return ValueError(
+            f"{p}: {e}; PIL refuses images this large as a guard against decompression bombs. If the file is a "
+            "genuine radiograph, raise the limit with PIL.Image.MAX_IMAGE_PIXELS = <pixels> before reading it"
+        )
+    return ValueError(f"cannot read image file {p}: {type(e).__name__}: {e}")
+
+
 def _pil_to_array(p: pathlib.Path) -> tuple[np.ndarray, float]:
     """Decode a PIL-readable file to a 2-D array and the value that means white (255 or 65535, 1.0 for float)."""
     try:
         with Image.open(p) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return np.asarray(im).astype(np.float32), 65535.0
-            if mode in ("I", "F"):
-                arr = np.asarray(im).astype(np.float32)
-                if mode == "I" and im.format == "PNG":  # older Pillow opens 16-bit gray PNG as "I"
-                    return arr, 65535.0
-                # 32-bit integer or float images have no fixed white level: min-max to [0, 1].
-                lo, hi = float(arr.min()), float(arr.max())
-                return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)), 1.0
-            if mode == "L":
-                return np.asarray(im), 255.0
-            if mode == "LA":
-                return np.asarray(im.getchannel("L")), 255.0
-            # RGB, RGBA, P, CMYK, 1, ...: the ITU-R 601 luminance of the RGB channels; alpha is ignored.
-            return np.asarray(im.convert("RGB").convert("L")), 255.0
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot read image file {p}: {type(e).__name__}: {e}") from e
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            if frames == 1:
+                im.load()
+                decoded = _pil_pixels(im)
+            file_format = im.format
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _open_error(p, e) from e
+    if frames > 1:
+        raise ValueError(
+            f"{p}: {file_format} file with {frames} frames; expected one radiograph (save its first frame alone)"
+        )
+    return decoded
+
+
+def _pil_pixels(im: Image.Image) -> tuple[np.ndarray, float]:
+    """The pixels of a loaded PIL image as a 2-D array, and the value that means white."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.float32), 65535.0
+    if mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float32)
+        if mode == "I" and im.format == "PNG":  # older Pillow opens 16-bit gray PNG as "I"
+            return arr, 65535.0
+        # 32-bit integer or float images have no fixed white level: min-max to [0, 1].
+        lo, hi = float(arr.min()), float(arr.max())
+        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)), 1.0
+    if mode == "L":
+        return np.asarray(im), 255.0
+    if mode == "LA":
+        return np.asarray(im.getchannel("L")), 255.0
+    if mode in ("RGB", "RGBA"):  # PIL's luma of the RGB channels; alpha is ignored
+        return np.asarray(im.convert("L")), 255.0
+    # P, CMYK, 1, ...: through RGB to the ITU-R 601 luminance.
+    return np.asarray(im.convert("RGB").convert("L")), 255.0
 
 
 def _resolve_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -143,7 +168,9 @@ def read_image(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the file cannot be decoded (the message names the path), or ``dtype``/``size`` is invalid.
+        ValueError: naming the path, if the file cannot be decoded, holds several frames (animated GIF, multi-page
+            TIFF) or exceeds PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``); or if ``dtype``/``size``
+            is invalid.
 
     Example:
         >>> x = read_image("00000001_000.png", dtype=torch.float32, size=512)  # doctest: +SKIP
@@ -206,5 +233,5 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(p) as im:
             return im.height, im.width
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot read image file {p}: {type(e).__name__}: {e}") from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _open_error(p, e) from e

@@ -99,7 +99,7 @@ def test_dataset_errors(nih_table, shared_data, tmp_path):
         ds[1]
     (tmp_path / "broken.png").write_bytes(b"not a png")
     bad.loc[2, "path"] = str(tmp_path / "broken.png")
-    with pytest.raises(RuntimeError, match=r"row 2 .*cannot decode .*broken.png"):
+    with pytest.raises(ValueError, match=r"row 2 .*cannot decode .*broken.png"):
         LabelDataset(bad, shared_data, canvas=64)[2]
 
 
