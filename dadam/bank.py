@@ -243,7 +243,8 @@ class PatchBank:
             the bank; ``bank.report`` (a :class:`BankReport`) lists skipped donors and boxes, which are also logged.
 
         Raises:
-            ValueError: missing columns, unknown class names, ``canvas < 1`` or ``margin < 0``.
+            ValueError: missing columns, unknown class names, ``canvas < 1`` or ``margin < 0``; or no patch was kept
+                (an empty table, or every donor or box skipped), with the report's summary.
         """
         from dadam.io import read_image
 
@@ -353,6 +354,11 @@ class PatchBank:
                 donors.append(d)
                 srcs.append(s)
         report.patches = len(patches)
+        if not patches:
+            raise ValueError(
+                f"PatchBank.from_boxes kept no patch from {len(table)} box rows "
+                f"(sources {sorted(map(str, table['source'].unique()))}): {report.summary()}"
+            )
         return cls.from_patches(
             patches,
             torch.tensor(pboxes, dtype=torch.long).reshape(-1, 4),
@@ -440,8 +446,9 @@ class PatchBank:
         """Read a bank written by :meth:`save`, verifying the format version and the SHA-256 of the tensors.
 
         Raises:
-            ValueError: naming the file, if it is not a patch bank, has another format version, or its tensors do
-                not match the stored checksum (corrupt or tampered).
+            ValueError: naming the file, if it is not a patch bank, has another format version, its tensors do not
+                match the stored checksum (corrupt or tampered), or its contents are not a valid bank (metadata that
+                does not parse, tensors of the wrong dtype or shape, boxes outside the canvas, NaN boxes, ...).
         """
         from safetensors import safe_open
 
@@ -466,17 +473,49 @@ class PatchBank:
             raise ValueError(
                 f"{path}: SHA-256 of the contents is {digest}, file says {meta.get('sha256')}: corrupt file"
             )
-        bank = cls(
-            **{k: tensors[k] for k in _TENSORS},
-            canvas=int(meta["canvas"]),
-            donors=json.loads(meta["donors"]),
-            sources=json.loads(meta["sources"]),
-            class_names=json.loads(meta["class_names"]),
-        )
+        dtypes = {
+            k: torch.uint8 if k == "pixels" else torch.float32 if k == "norm_boxes" else torch.long for k in _TENSORS
+        }
+        wrong = [f"{k} is {tensors[k].dtype}, expected {d}" for k, d in dtypes.items() if tensors[k].dtype != d]
+        if wrong:
+            raise ValueError(f"{path}: patch bank tensors of the wrong dtype: {'; '.join(wrong)}")
+        canvas, names, donors, sources = _read_meta(path, meta)
+        try:
+            bank = cls(
+                **{k: tensors[k] for k in _TENSORS},
+                canvas=canvas,
+                donors=donors,
+                sources=sources,
+                class_names=names,
+            )
+        except ValueError as e:
+            raise ValueError(f"{path}: inconsistent patch bank: {e}") from None
         bad = _layout_errors(bank)
         if bad:  # a checksum proves the file is as written, not that its writer laid it out right
             raise ValueError(f"{path}: inconsistent patch bank layout: {'; '.join(bad)}")
         return bank if torch.device(device).type == "cpu" else bank.to(device)
+
+
+def _read_meta(path: pathlib.Path, meta: Mapping[str, str]) -> tuple[int, list[str], list[str], list[str]]:
+    """``canvas``, ``class_names``, ``donors`` and ``sources`` of a bank file's metadata, or a ValueError naming the
+    file and the entry that does not parse."""
+
+    def strings(key: str) -> list[str]:
+        try:
+            value = json.loads(meta[key])
+        except (KeyError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: patch bank metadata {key!r} is missing or not JSON ({e})") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{path}: patch bank metadata {key!r} must be a JSON list of strings, got {value!r:.80}")
+        return value
+
+    text = meta.get("canvas", "")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{path}: patch bank metadata 'canvas' must be a positive integer, got {text!r}")
+    names = strings("class_names")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{path}: patch bank metadata 'class_names' must list distinct names, got {names!r:.80}")
+    return int(text), names, strings("donors"), strings("sources")
 
 
 def _layout_errors(bank: PatchBank) -> list[str]:
@@ -492,6 +531,7 @@ def _layout_errors(bank: PatchBank) -> list[str]:
         "boxes that differ from the patch sizes": (box[:, 3] - box[:, 1] != h) | (box[:, 2] - box[:, 0] != w),
         f"boxes outside the {bank.canvas}x{bank.canvas} canvas": (box[:, :2] < 0).any(1)
         | (box[:, 2:] > bank.canvas).any(1),
+        "norm_boxes that are NaN or outside [0, 1]": ~((t["norm_boxes"] >= 0) & (t["norm_boxes"] <= 1)).all(1),
     }
     return [f"{name} (patches {m.nonzero().flatten()[:5].tolist()})" for name, m in checks.items() if bool(m.any())]
 

@@ -192,10 +192,8 @@ def test_sources_filter_without_source_column(nih_boxes, shared_data):
     two = nih_boxes.iloc[:2].drop(columns="source")
     bank = PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=[""], progress=False)
     assert len(bank) == 2
-    assert (
-        len(PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=["nih"], progress=False))
-        == 0
-    )
+    with pytest.raises(ValueError, match=r"kept no patch from 0 box rows .*0 patches from 0 donors"):
+        PatchBank.from_boxes(two, shared_data / "nih14" / "images", canvas=64, sources=["nih"], progress=False)
 
 
 def _reference_bank_sha256(tensors, meta) -> str:
