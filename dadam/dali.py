@@ -105,6 +105,8 @@ class DaliLoader:
         seed: seed of the shuffle (same on every rank so the shards stay disjoint).
         num_threads: DALI CPU threads.
         normalize: yield float in ``[0, 1]`` instead of uint8.
+        bad_images: ``"error"`` only: DALI decodes inside its pipeline, where a bad file stops the epoch with DALI's
+            error; ``"skip"`` raises ``ValueError`` (use :func:`dadam.data.make_loader`, which can leave files out).
 
     Yields:
         ``images (B, 1, S, S)`` uint8 (or float), ``labels (B, C)`` float32, ``dataset_ids (B,)`` int64, on the
@@ -133,7 +135,13 @@ class DaliLoader:
         seed: int = 0,
         num_threads: int = 4,
         normalize: bool = False,
+        bad_images: str = "error",
     ) -> None:
+        if bad_images != "error":
+            raise ValueError(
+                f"bad_images={bad_images!r}: the DALI loader supports 'error' only (it decodes inside its pipeline "
+                "and cannot leave a file out); use dadam.data.make_loader (loader='torch') to skip bad images"
+            )
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {device!r}")
         if device == "auto":
