@@ -3,6 +3,10 @@ the metrics report (``report.csv`` / ``report.md``, when the split has labels).
 
 Command line: ``python -m fpsm.evaluate --checkpoint runs/x/checkpoint.pt --dataset cxr-lt --root ROOT --out DIR``
 (also under ``torchrun``: each rank predicts its shard and rank 0 writes everything).
+
+The checkpoint is loaded with ``weights_only=True`` (:func:`fpsm.training.read_checkpoint`): a file that holds
+anything but tensors and plain containers is refused, never unpickled. With ``--bad-images skip`` an unreadable
+image is left out of the predictions and the report and listed in ``skipped_images.csv``.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import dataclasses
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from dadam.data import BAD_IMAGES, SkippedImage, default_num_workers, remove_stale_worker_dirs
+from dadam.files import atomic_write
 from fpsm.cli import add_dataclass_arguments, dataclass_values
-from fpsm.distributed import cleanup_distributed, init_distributed
+from fpsm.distributed import cleanup_distributed, gather_objects, init_distributed
 from fpsm.training import (
     DATASETS,
     SPLITS,
@@ -28,6 +34,7 @@ from fpsm.training import (
     build_model,
     evaluate,
     load_split,
+    load_weights,
     model_weights,
     read_checkpoint,
     write_predictions,
@@ -51,11 +58,13 @@ class EvalConfig:
         out: output folder.
         canvas: input side (default: the training canvas).
         batch_size: images per batch per rank.
-        num_workers: decoding workers.
+        num_workers: decoding workers (default: 4, or the CPUs available when fewer).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: ``"auto"`` (bf16 on CUDA), ``"bf16"`` or ``"off"``.
         threshold: decision threshold for F1/precision/recall.
         progress: tqdm bar.
+        bad_images: ``"error"`` (an unreadable image stops the evaluation, naming it) or ``"skip"`` (it is left out
+            of the predictions and the report and listed in ``skipped_images.csv``).
     """
 
     checkpoint: str
@@ -66,20 +75,36 @@ class EvalConfig:
     out: str = "eval_out"
     canvas: int | None = None
     batch_size: int = 64
-    num_workers: int = 4
+    num_workers: int = default_num_workers()
     device: str = "auto"
     amp: str = "auto"
     threshold: float = 0.5
     progress: bool = True
+    bad_images: str = "error"
+
+    def validate(self) -> EvalConfig:
+        """Raise ``ValueError`` naming the first bad field; returns ``self``."""
+        for name, allowed in (("dataset", DATASETS), ("amp", ("auto", "bf16", "off")), ("bad_images", BAD_IMAGES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name, low in (("batch_size", 1), ("num_workers", 0), ("canvas", 1)):
+            v = getattr(self, name)
+            if (v is not None or name != "canvas") and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        if not 0.0 <= self.threshold <= 1.0:  # NaN fails too
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        return self
 
 
 @dataclass
 class EvalResult:
-    """Predictions (``image_id`` + one column per class) and the report (None for unlabelled splits)."""
+    """Predictions (``image_id`` + one column per class), the report (None for unlabelled splits) and the images
+    left out as unreadable (``bad_images="skip"``)."""
 
     predictions: pd.DataFrame
     report: pd.DataFrame | None
     out: Path
+    skipped: list[SkippedImage] = field(default_factory=list)
 
 
 def load_model(
@@ -87,25 +112,43 @@ def load_model(
 ) -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild a trained FPSM from a run's checkpoint (architecture from the stored or adjacent config).
 
+    The file is loaded with ``weights_only=True``: nothing in it is unpickled beyond tensors and plain containers.
+
     Returns:
         ``(model in eval mode on device, the run's TrainConfig)``.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` is not a file.
+        ValueError: naming the file, when it is not a checkpoint or weights file of an FPSM, refuses to load (it
+            holds other objects), or has no config (no ``config.json`` beside a bare ``model.pt``).
     """
     checkpoint = Path(checkpoint)
     state = read_checkpoint(checkpoint)
     if isinstance(state, dict) and "config" in state:
-        raw = state["config"]
+        raw, where = state["config"], checkpoint
     elif (checkpoint.parent / "config.json").is_file():
-        raw = json.loads((checkpoint.parent / "config.json").read_text())
+        where = checkpoint.parent / "config.json"
+        try:
+            raw = json.loads(where.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{where}: not a JSON config ({err})") from None
     else:
         raise ValueError(
             f"{checkpoint} holds no config and there is no config.json next to it: cannot rebuild the model"
         )
-    cfg = TrainConfig.from_dict(raw)
+    try:
+        cfg = TrainConfig.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: not a training config of fpsm.train ({err})") from None
     weights = model_weights(state, source=checkpoint)
-    num_classes = weights[next(k for k in weights if k.startswith("heads.") and k.endswith(".weight"))].shape[0]
+    heads = [k for k in weights if k.startswith("heads.") and k.endswith(".weight")]
+    if not heads or not isinstance(weights[heads[0]], torch.Tensor) or weights[heads[0]].ndim != 2:
+        raise ValueError(f"{checkpoint}: no FPSM head weights (heads.<i>.weight) in it: not an FPSM checkpoint")
+    num_classes = weights[heads[0]].shape[0]
     cfg_model = dataclasses.replace(cfg, pretrained=False, checkpoint_path=None)
     model = build_model(cfg_model, num_classes)
-    model.load_state_dict(weights)
+    description = f"{cfg.backbone}, stages {tuple(cfg.stages)}, {num_classes} classes"
+    load_weights(model, weights, source=str(checkpoint), description=description)
     return model.to(device).eval(), cfg
 
 
@@ -121,10 +164,11 @@ def predict(cfg: EvalConfig) -> EvalResult:
     """
     from dadam.data import LabelDataset, make_loader
 
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}")
+    cfg.validate()
     info = init_distributed(cfg.device)
     try:
+        if info.local_rank == 0:
+            remove_stale_worker_dirs()  # of DataLoader workers killed with an earlier run
         model, run_cfg = load_model(cfg.checkpoint, device=info.device)
         split = cfg.split or SPLITS[cfg.dataset][1]
         root = cfg.root if cfg.root is not None else run_cfg.root
@@ -134,8 +178,11 @@ def predict(cfg: EvalConfig) -> EvalResult:
                 f"{cfg.checkpoint} predicts {model.num_classes} classes, dataset {cfg.dataset!r} has {len(classes)}"
             )
         canvas = cfg.canvas or run_cfg.canvas
-        ds = LabelDataset(table, image_root, canvas=canvas, classes=classes, dataset_id=run_cfg.dataset_id)
+        ds = LabelDataset(
+            table, image_root, canvas=canvas, classes=classes, dataset_id=run_cfg.dataset_id, bad_images=cfg.bad_images
+        )
         loader = make_loader(ds, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers)
+        mine: list[SkippedImage] = []
         probs, targets = evaluate(
             model,
             loader,
@@ -144,10 +191,14 @@ def predict(cfg: EvalConfig) -> EvalResult:
             channels_last=run_cfg.channels_last,
             use_dataset_ids=run_cfg.use_binary_enc,
             progress=cfg.progress and info.is_main,
+            skipped=mine,
         )
+        skipped = sorted((s for part in gather_objects(mine) for s in part), key=lambda s: s.index)
+        keep = ~torch.isnan(probs).any(dim=1)  # (N,): the rows of images left out as bad hold NaN
+        probs, targets = probs[keep], targets[keep]
         out = Path(cfg.out)
         pred = pd.DataFrame(probs.numpy(), columns=list(classes))
-        pred.insert(0, "image_id", table["image_id"].astype(str).tolist())
+        pred.insert(0, "image_id", table["image_id"].astype(str)[keep.numpy()].tolist())
         report = None
         has_labels = bool((~torch.isnan(targets)).any())
         if info.is_main:
@@ -155,7 +206,10 @@ def predict(cfg: EvalConfig) -> EvalResult:
             write_predictions(probs, pred["image_id"], classes, out / "predictions.csv")
             if has_labels:
                 report = write_report(probs, targets, classes, out / "report", threshold=cfg.threshold)
-        return EvalResult(predictions=pred, report=report, out=out)
+            if skipped:
+                rows = pd.DataFrame([dataclasses.asdict(s) for s in skipped]).rename(columns={"index": "row"})
+                atomic_write(out / "skipped_images.csv", rows.to_csv(index=False))
+        return EvalResult(predictions=pred, report=report, out=out, skipped=skipped)
     finally:
         cleanup_distributed()
 
@@ -167,10 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Predict a split with a trained FPSM; write predictions.csv and report.csv/.md",
     )
     add_dataclass_arguments(parser, EvalConfig)
-    res = predict(EvalConfig(**dataclass_values(parser.parse_args(argv), EvalConfig)))
-    if res.report is not None and int(os.environ.get("RANK", "0")) == 0:
-        mean = res.report.loc["mean"]
-        print(f"{len(res.predictions)} images: mAP {mean['AP']:.4f}, mAUC {mean['AUC']:.4f} -> {res.out}")
+    try:
+        cfg = EvalConfig(**dataclass_values(parser.parse_args(argv), EvalConfig)).validate()
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        res = predict(cfg)
+    except (FileNotFoundError, ValueError) as err:  # a bad checkpoint, table or image, named in the message
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if int(os.environ.get("RANK", "0")) == 0:
+        if res.skipped:
+            print(f"{len(res.skipped)} image(s) left out as unreadable: {res.out / 'skipped_images.csv'}")
+        if res.report is not None:
+            mean = res.report.loc["mean"]
+            print(f"{len(res.predictions)} images: mAP {mean['AP']:.4f}, mAUC {mean['AUC']:.4f} -> {res.out}")
     return 0
 
 

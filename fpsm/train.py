@@ -93,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(parser.parse_args(argv))
     except (TypeError, ValueError) as err:
         parser.error(str(err))
-    res = fit(cfg)
+    try:
+        res = fit(cfg)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # a run folder, checkpoint or file, named
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun
         state = "stopped" if res.stopped else "done"
         print(f"{state}: step {res.step}, run dir {res.run_dir}, metrics {json.dumps(res.metrics)}")

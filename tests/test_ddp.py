@@ -37,7 +37,7 @@ def test_two_process_gloo_training(tmp_path, shared_data):
     hashes = final["rank_weight_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]  # both ranks end with identical parameters
     assert final["step"] == 3
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2  # rank 0 wrote one RNG state per rank
     # per-rank DADAM generators are seeded differently
     assert not torch.equal(ckpt["rng"][0]["dadam"], ckpt["rng"][1]["dadam"])

@@ -87,7 +87,7 @@ def test_full_run_outputs(uninterrupted, tiny_data):
     w = load_checkpoint_weights(out / "model.pt")
     for k, v in res.model.state_dict().items():
         assert torch.equal(w[k], v), k
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["config"]["backbone"] == "resnet10t"
     # config.json and the checkpoint hold the DADAM options as plain values; both read back to the run's config
     cfg = _cfg(tiny_data, out, tensorboard=True)
@@ -109,7 +109,7 @@ def test_resume_gives_same_weights(uninterrupted, tiny_data, tmp_path, stop_afte
     assert stopped.stopped and (stopped.step, stopped.epoch) == (stop_after, epoch)
     assert log_stopped["epoch"].tolist() == log_full["epoch"].tolist()[:stop_after]
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "final.json").exists()
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 2 * (stop_after // 2)  # the last checkpoint before the "kill"
     # the stopped model holds the weights of step stop_after: one step past the checkpoint, short of the end
     name = "heads.0.weight"
@@ -182,7 +182,8 @@ def test_config_errors(tmp_path, kw, error, msg):
 def test_config_from_dict_reads_the_flat_dadam_layout():
     flat = {"dataset": "mura", "root": "r", "dadam": True, "dadam_p": 0.25, "dadam_max_patches": 2, "stages": [3, 4]}
     cfg = TrainConfig.from_dict(flat)
-    assert cfg.dadam == DadamConfig(p=0.25, max_patches=2) and cfg.stages == (3, 4)
+    # the flat layout is that of release 0.1.0: options it did not have keep that release's behaviour
+    assert cfg.dadam == DadamConfig(p=0.25, max_patches=2, companions="correlation") and cfg.stages == (3, 4)
     assert TrainConfig.from_dict({"dadam": False, "dadam_p": 0.5}).dadam is None
     assert TrainConfig.from_dict(TrainConfig(dadam=DadamConfig(tail=("Pneumothorax",))).to_dict()).dadam.tail == (
         "Pneumothorax",

@@ -14,16 +14,18 @@ The command line is ``python -m fpsm.train`` (:mod:`fpsm.train`).
 
 from fpsm.training.checkpoint import (
     RunState,
+    check_checkpoint,
     load_checkpoint_weights,
+    load_weights,
     model_weights,
     read_checkpoint,
     restore_checkpoint,
     save_checkpoint,
     save_weights,
 )
-from fpsm.training.config import DATASETS, GROUPS, MURA_CLASSES, SPLITS, TrainConfig
+from fpsm.training.config import DATASETS, GROUPS, MURA_CLASSES, RESUME_FREE_FIELDS, SPLITS, TrainConfig
 from fpsm.training.data import TrainData, load_split, load_train_data, make_eval_loader, make_train_loader
-from fpsm.training.loop import FitResult, build_model, build_optimizer, build_scheduler, fit
+from fpsm.training.loop import FitResult, build_model, build_optimizer, build_scheduler, fit, run_files
 from fpsm.training.runlog import RunLog, write_predictions, write_report
 from fpsm.training.steps import StepOptions, amp_dtype, evaluate, train_one_epoch, train_step
 
@@ -31,6 +33,7 @@ __all__ = [
     "DATASETS",
     "GROUPS",
     "MURA_CLASSES",
+    "RESUME_FREE_FIELDS",
     "SPLITS",
     "StepOptions",
     "FitResult",
@@ -42,16 +45,19 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "check_checkpoint",
     "evaluate",
     "fit",
     "load_checkpoint_weights",
     "load_split",
     "load_train_data",
+    "load_weights",
     "make_eval_loader",
     "make_train_loader",
     "model_weights",
     "read_checkpoint",
     "restore_checkpoint",
+    "run_files",
     "save_checkpoint",
     "save_weights",
     "train_one_epoch",

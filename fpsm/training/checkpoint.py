@@ -4,12 +4,19 @@ A checkpoint (``checkpoint.pt``) holds the model, optimiser and scheduler states
 ``epoch``, ``batch_in_epoch``), one random state per rank (``rng``: torch, CUDA, NumPy, Python and the DADAM
 generator), the config as plain values and the class names. It is written atomically (:func:`dadam.files.atomic_write`):
 a kill during a save leaves the previous checkpoint intact. ``model.pt`` is a bare state dict of the final weights.
+
+Checkpoints and weights hold tensors and plain containers only (dicts, lists, strings, numbers): the random states
+are stored as tensors and lists, not as NumPy arrays or Python objects. So :func:`read_checkpoint` loads every file
+with ``torch.load(..., weights_only=True)``, which builds nothing but those: a file that needs more (a crafted
+pickle that would run code) is refused with a ``ValueError`` naming it, and so is a file that is not a checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,9 @@ from fpsm.distributed import barrier, gather_objects
 from fpsm.training.config import TrainConfig
 
 __all__ = [
+    "CHECKPOINT_KEYS",
     "RunState",
+    "check_checkpoint",
     "load_checkpoint_weights",
     "load_weights",
     "model_weights",
@@ -38,12 +47,18 @@ __all__ = [
 ]
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "rng", "config", "class_names")
+"""The entries of a training checkpoint (``checkpoint.pt``)."""
+
+
 @dataclass
 class RunState:
     """Where a run stands: the global ``step``, the ``epoch``, the batches of it already done, and how it ended.
 
     ``step``, ``epoch`` and ``batch_in_epoch`` are what a checkpoint records and a resume restores; ``stopped`` is
-    set when ``stop_after`` ends the run; ``metrics`` is the mean row of the last evaluation.
+    set when ``stop_after`` ends the run; ``metrics`` is the mean row of the last evaluation; ``bad_images`` holds
+    ``(step, epoch, phase, SkippedImage)`` for each image left out since the last checkpoint (they are logged with
+    it).
     """
 
     step: int = 0
@@ -51,6 +66,7 @@ class RunState:
     batch_in_epoch: int = 0
     stopped: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    bad_images: list[tuple[int, int, str, Any]] = field(default_factory=list)
 
     def next_epoch(self) -> None:
         """Move to the first batch of the next epoch."""
@@ -68,12 +84,26 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
-    """This process's random states: torch, CUDA (None without CUDA), NumPy, Python and ``generator`` (DADAM's)."""
+    """This process's random states as tensors and plain values (``weights_only`` loads them).
+
+    Returns:
+        ``torch`` (uint8 tensor), ``cuda`` (list of uint8 tensors, None without CUDA), ``numpy`` (the legacy
+        ``MT19937`` state: ``key`` as an int64 tensor, ``pos``, ``has_gauss``, ``gauss``), ``python`` (``version``,
+        ``state`` as a list of ints, ``gauss_next``) and ``dadam`` (``generator``'s state, or None).
+    """
+    np_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, "has_gauss", "gauss"}
+    version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": str(np_state["bit_generator"]),
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),  # (624,) uint32 values
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": {"version": int(version), "state": list(internal), "gauss_next": gauss_next},
         "dadam": generator.get_state() if generator is not None else None,
     }
 
@@ -83,8 +113,17 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npy["bit_generator"],
+            "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+            "has_gauss": npy["has_gauss"],
+            "gauss": npy["gauss"],
+        }
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     if generator is not None and state.get("dadam") is not None:
         generator.set_state(state["dadam"])
 
@@ -135,11 +174,69 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """The object stored in a checkpoint or weights file (on the CPU)."""
+    """The object stored in a checkpoint or weights file (on the CPU), loaded with ``weights_only=True``.
+
+    Nothing but tensors and plain containers is built, so loading a file never runs code from it.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: naming the file, when it is empty, not a ``torch.save`` file (text, truncated, damaged), or holds
+            Python objects beyond tensors and plain containers (refused: building them could run code).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if refused:
+            raise ValueError(
+                f"{path} was not loaded: it holds a Python object ({refused.group(1)}) besides tensors and plain "
+                "containers, and building it could run code from the file. Checkpoints of fpsm.train hold no such "
+                "object; use one written by fpsm.train (or model.pt)"
+            ) from None
+        raise ValueError(f"{path} is not a checkpoint written by torch.save ({_first_line(err)})") from None
+    except Exception as err:  # EOFError, RuntimeError (bad zip), KeyError (text read as a pickle), ...
+        raise ValueError(
+            f"{path} is not a readable checkpoint: {type(err).__name__}: {_first_line(err)} (truncated, damaged or "
+            "not written by torch.save)"
+        ) from None
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error message (torch's run on for paragraphs)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def check_checkpoint(checkpoint: Any, *, source: str | os.PathLike = "checkpoint") -> dict[str, Any]:
+    """``checkpoint`` if it is a training checkpoint of :func:`save_checkpoint`, else a ``ValueError`` naming
+    ``source`` and what is missing (a bare state dict such as ``model.pt`` holds weights only: use it with
+    ``init_from``)."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{source} holds a {type(checkpoint).__name__}, not a training checkpoint (a dict)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
+    if missing and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(
+            f"{source} is a bare state dict of model weights (like model.pt), not a training checkpoint: resume "
+            "needs the run's checkpoint.pt; to start a new run from these weights use init_from (--init-from)"
+        )
+    if missing:
+        raise ValueError(f"{source} is not a training checkpoint: it lacks {missing}")
+    for key in ("step", "epoch", "batch_in_epoch"):
+        value = checkpoint[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{source}: {key} must be an int >= 0, got {value!r}")
+    for key, kind in (("model", dict), ("optimizer", dict), ("scheduler", dict), ("config", dict), ("rng", list)):
+        if not isinstance(checkpoint[key], kind):
+            raise ValueError(f"{source}: {key} must be a {kind.__name__}, got {type(checkpoint[key]).__name__}")
+    keys = {"torch", "cuda", "numpy", "python", "dadam"}
+    if not checkpoint["rng"] or not all(isinstance(r, dict) and keys <= set(r) for r in checkpoint["rng"]):
+        raise ValueError(f"{source}: rng must hold one random state per rank with the entries {sorted(keys)}")
+    return checkpoint
 
 
 def restore_checkpoint(
@@ -167,7 +264,12 @@ def restore_checkpoint(
 
     Returns:
         the saved position (``step``, ``epoch``, ``batch_in_epoch``).
+
+    Raises:
+        ValueError: naming ``source``, when ``checkpoint`` is not a training checkpoint (:func:`check_checkpoint`)
+            or was written by another number of ranks.
     """
+    check_checkpoint(checkpoint, source=source)
     saved_ranks = len(checkpoint["rng"])
     if saved_ranks != world_size:
         raise ValueError(

@@ -8,13 +8,15 @@ The DADAM options travel as one :class:`dadam.config.DadamConfig` (``dadam=None`
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dadam.config import DadamConfig
+from dadam.data import BAD_IMAGES, default_num_workers
 
-__all__ = ["DATASETS", "GROUPS", "MURA_CLASSES", "SPLITS", "TrainConfig"]
+__all__ = ["DATASETS", "GROUPS", "MURA_CLASSES", "RESUME_FREE_FIELDS", "SPLITS", "TrainConfig"]
 
 DATASETS = ("cxr-lt", "mura", "labels-csv")
 MURA_CLASSES = ("Abnormal",)
@@ -24,9 +26,56 @@ GROUPS = ("data", "model", "optimisation", "DADAM", "run")
 """The groups of the fields (``metadata["group"]``), in the order ``--help`` lists them."""
 
 
-def _field(group: str, default: Any) -> Any:
-    """A config field with the name of its command-line group (data, model, optimisation, DADAM or run)."""
-    return field(default=default, metadata={"group": group})
+RESUME_FREE_FIELDS = (
+    "out_dir",
+    "resume",
+    "overwrite",
+    "allow_config_change",
+    "num_workers",
+    "bad_images",
+    "device",
+    "ckpt_every",
+    "stop_after",
+    "log_every",
+    "progress",
+    "tensorboard",
+)
+"""The fields a resumed run may change freely: where and how it runs and reports, not what it trains."""
+
+# Ranges of the numeric fields. Ints: (low, high or None), both included. Floats: (low, high, low included, high
+# included).
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "canvas": (1, None),
+    "num_workers": (0, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "num_datasets": (1, None),
+    "dataset_id": (0, None),
+    "warmup_steps": (0, None),
+    "epochs": (1, None),
+    "max_steps": (1, None),
+    "seed": (0, 2**32 - 1),
+    "ckpt_every": (1, None),
+    "stop_after": (1, None),
+    "log_every": (1, None),
+}
+_FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "drop_rate": (0.0, 1.0, True, False),
+    "lr": (0.0, math.inf, False, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "warmup_factor": (0.0, 1.0, False, True),
+    "min_lr": (0.0, math.inf, True, False),
+    "grad_clip": (0.0, math.inf, False, False),
+    "threshold": (0.0, 1.0, True, True),
+}
+_OPTIONAL = ("eval_batch_size", "max_steps", "stop_after", "grad_clip")  # None: not set
+
+
+def _field(group: str, default: Any, text: str = "") -> Any:
+    """A config field with the name of its command-line group (data, model, optimisation, DADAM or run) and help."""
+    metadata = {"group": group, "help": text} if text else {"group": group}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -49,8 +98,13 @@ class TrainConfig:
         ``max_steps`` (whichever ends first), ``loss`` (``"soft_margin"`` | ``"asl"``), ``grad_clip``.
     DADAM: ``dadam`` (a :class:`dadam.config.DadamConfig`; None: DADAM off), ``bank`` (a saved
         :class:`dadam.PatchBank` at the training canvas).
-    Run: ``out_dir``, ``seed``, ``device``, ``ckpt_every`` (steps), ``resume``, ``stop_after`` (stop once this
-        many global steps are done, as if killed: nothing extra is saved), ``log_every``, ``progress``,
+    Data, continued: ``bad_images`` (``"error"``: an unreadable image file stops the run, naming it; ``"skip"``:
+        it is logged, counted in ``bad_images.csv`` and left out of its batch; see :mod:`dadam.data`).
+    Run: ``out_dir`` (a folder that holds a run is refused unless ``resume`` or ``overwrite``: ``overwrite``
+        deletes that run's files first), ``seed``, ``device``, ``ckpt_every`` (steps), ``resume`` (continue from
+        ``checkpoint.pt``; settings other than :data:`RESUME_FREE_FIELDS` must equal the checkpoint's unless
+        ``allow_config_change``, which records the changes in ``config_changes.csv``), ``stop_after`` (stop once
+        this many global steps are done, as if killed: nothing extra is saved), ``log_every``, ``progress``,
         ``tensorboard``, ``threshold`` (of the reports' F1/precision/recall); speed: ``amp`` (``"auto"``: bf16
         autocast on CUDA, off on CPU; ``"bf16"``; ``"off"``), ``channels_last``, ``compile``.
 
@@ -68,9 +122,14 @@ class TrainConfig:
     out_dir: str = _field("run", "runs/fpsm")
     canvas: int = _field("data", 448)
     loader: str = _field("data", "torch")
-    num_workers: int = _field("data", 4)
+    num_workers: int = _field("data", default_num_workers(), "decoding worker processes (default: min(4, CPUs))")
     batch_size: int = _field("data", 32)
     eval_batch_size: int | None = _field("data", None)
+    bad_images: str = _field(
+        "data",
+        "error",
+        "an image file that cannot be read: 'error' stops the run, 'skip' logs, counts and leaves it out",
+    )
     # model
     backbone: str = _field("model", "tresnet_l")
     stages: tuple[int, ...] = _field("model", (2, 3, 4))
@@ -104,7 +163,11 @@ class TrainConfig:
     seed: int = _field("run", 0)
     device: str = _field("run", "auto")
     ckpt_every: int = _field("run", 500)
-    resume: bool = _field("run", False)
+    resume: bool = _field("run", False, "continue the run in --out-dir from its checkpoint.pt")
+    overwrite: bool = _field("run", False, "replace the run already in --out-dir (its files are deleted first)")
+    allow_config_change: bool = _field(
+        "run", False, "let --resume go on with settings that differ from the checkpoint's (they are logged)"
+    )
     stop_after: int | None = _field("run", None)
     log_every: int = _field("run", 10)
     progress: bool = _field("run", True)
@@ -112,7 +175,10 @@ class TrainConfig:
     threshold: float = _field("run", 0.5)
 
     def validate(self) -> TrainConfig:
-        """Raise ``ValueError`` (``TypeError`` for a ``dadam`` that is no DadamConfig) naming the first bad field.
+        """Raise ``ValueError`` (``TypeError`` for a value of the wrong type) naming the first bad field.
+
+        Every numeric field is checked for its type, its range and (floats) finiteness, so ``lr=inf`` or
+        ``grad_clip=-1`` fail here, before any file is read.
 
         Returns:
             ``self``, for chaining.
@@ -123,26 +189,24 @@ class TrainConfig:
             "optimizer": ("adamw", "sgd"),
             "loss": ("soft_margin", "asl"),
             "amp": ("auto", "bf16", "off"),
+            "bad_images": BAD_IMAGES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        for name in ("canvas", "batch_size", "epochs", "ckpt_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "stop_after", "eval_batch_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        self._check_numbers()
+        self._check_stages()
         if self.use_binary_enc and not 0 <= self.dataset_id < self.num_datasets:
             raise ValueError(
                 f"dataset_id must be in [0, num_datasets={self.num_datasets}) when use_binary_enc=True, "
                 f"got {self.dataset_id}"
             )
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be <= lr, got min_lr={self.min_lr} and lr={self.lr}")
+        if self.loader == "dali" and self.bad_images == "skip":
+            raise ValueError(
+                "bad_images='skip' needs loader='torch': DALI decodes inside its pipeline and cannot leave a file out"
+            )
         if self.dataset == "labels-csv" and not self.train_csv:
             raise ValueError("dataset='labels-csv' needs train_csv (a label-table CSV)")
         if self.dataset in ("cxr-lt", "mura") and not self.root:
@@ -159,7 +223,50 @@ class TrainConfig:
                 raise ValueError("dadam needs the 26 CXR-LT classes; dataset='mura' has one 'Abnormal' label")
         if self.resume and self.init_from:
             raise ValueError("give resume (continue this run) or init_from (new run from weights), not both")
+        if self.resume and self.overwrite:
+            raise ValueError("give resume (continue the run in out_dir) or overwrite (replace it), not both")
         return self
+
+    def _check_numbers(self) -> None:
+        """Type, range and finiteness of every numeric field (None where the field allows it)."""
+        for name, (low, high) in _INT_RANGES.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            if v < low or (high is not None and v > high):
+                bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+                none = " or None" if name in _OPTIONAL else ""
+                raise ValueError(f"{name} must be {bound}{none}, got {v}")
+        for name, (low, high, low_in, high_in) in _FLOAT_RANGES.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a number, got {v!r}")
+            above = v >= low if low_in else v > low
+            below = v <= high if high_in else v < high
+            if not (math.isfinite(v) and above and below):  # NaN fails here too
+                interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+                none = " or None" if name in _OPTIONAL else ""
+                raise ValueError(f"{name} must be a finite number in {interval}{none}, got {v}")
+
+    def _check_stages(self) -> None:
+        """``stages``: a non-empty sequence of stage numbers (the model checks which are valid)."""
+        if isinstance(self.stages, (int, str)) or not isinstance(self.stages, (tuple, list)) or not self.stages:
+            raise TypeError(
+                f"stages must be a non-empty sequence of stage numbers 1..4, e.g. (4,) or (2, 3, 4), got "
+                f"{self.stages!r}"
+            )
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4 for s in self.stages):
+            raise ValueError(f"stages must be stage numbers in 1..4 (stride 4, 8, 16, 32), got {self.stages!r}")
+
+    def resume_changes(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """The fields where ``self`` differs from ``saved`` (a checkpoint's config), outside
+        :data:`RESUME_FREE_FIELDS`: ``{name: (saved value, new value)}`` as plain values."""
+        mine, theirs = self.to_dict(), saved.to_dict()
+        return {k: (theirs[k], mine[k]) for k in mine if k not in RESUME_FREE_FIELDS and mine[k] != theirs[k]}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for ``config.json`` and checkpoints: ``stages`` as a list, ``dadam`` as

@@ -98,8 +98,11 @@ def make_train_loader(
             train=True,
             seed=cfg.seed,
             num_threads=max(1, cfg.num_workers),
+            bad_images=cfg.bad_images,
         )
-    ds = LabelDataset(table, image_root, canvas=cfg.canvas, classes=classes, dataset_id=cfg.dataset_id)
+    ds = LabelDataset(
+        table, image_root, canvas=cfg.canvas, classes=classes, dataset_id=cfg.dataset_id, bad_images=cfg.bad_images
+    )
     return make_loader(ds, batch_size=cfg.batch_size, train=True, seed=cfg.seed, num_workers=cfg.num_workers)
 
 
@@ -107,7 +110,9 @@ def make_eval_loader(
     cfg: TrainConfig, table: pd.DataFrame, classes: tuple[str, ...], image_root: Path
 ) -> torch.utils.data.DataLoader:
     """An evaluation loader: every image once, in order, sharded over the ranks (``eval_batch_size`` or ``batch_size``)."""
-    ds = LabelDataset(table, image_root, canvas=cfg.canvas, classes=classes, dataset_id=cfg.dataset_id)
+    ds = LabelDataset(
+        table, image_root, canvas=cfg.canvas, classes=classes, dataset_id=cfg.dataset_id, bad_images=cfg.bad_images
+    )
     bs = cfg.eval_batch_size or cfg.batch_size
     return make_loader(ds, batch_size=bs, train=False, seed=cfg.seed, num_workers=cfg.num_workers)
 

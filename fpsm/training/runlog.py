@@ -2,7 +2,9 @@
 
 A :class:`RunLog` owns rank 0's files of a run directory: ``config.json``, ``train_log.csv`` (one row per logged
 step), ``eval_log.csv`` (one row per evaluation), ``eval/<tag>_report.csv|md`` and ``eval/<tag>_pred.csv``,
-``tb/`` (TensorBoard) and ``final.json``. Every file but the appended CSV logs is written atomically.
+``tb/`` (TensorBoard), ``final.json``, ``bad_images.csv`` (one row per image left out as unreadable) and
+``config_changes.csv`` (one row per setting a resume changed). Every file but the appended CSV logs is written
+atomically.
 """
 
 from __future__ import annotations
@@ -24,9 +26,24 @@ from dadam.files import atomic_write
 from fpsm.metrics import multilabel_report, save_report
 from fpsm.training.config import TrainConfig
 
-__all__ = ["CsvLog", "RunLog", "Throughput", "mean_row", "write_predictions", "write_report"]
+__all__ = [
+    "RUN_LOG_DIRS",
+    "RUN_LOG_FILES",
+    "CsvLog",
+    "RunLog",
+    "Throughput",
+    "mean_row",
+    "write_predictions",
+    "write_report",
+]
 
 TRAIN_LOG_FIELDS = ("step", "epoch", "loss", "lr", "img_per_s")
+BAD_IMAGE_FIELDS = ("step", "epoch", "phase", "rank", "row", "image_id", "path", "reason")
+CHANGE_FIELDS = ("step", "field", "checkpoint", "now")
+RUN_LOG_FILES = ("config.json", "train_log.csv", "eval_log.csv", "final.json", "bad_images.csv", "config_changes.csv")
+"""The files a :class:`RunLog` writes in a run directory."""
+RUN_LOG_DIRS = ("eval", "tb")
+"""The folders a :class:`RunLog` writes in a run directory."""
 
 
 def write_report(
@@ -93,9 +110,12 @@ class CsvLog:
 
     def __init__(self, path: Path, fields: Sequence[str], *, keep_until: int | None) -> None:
         self.path, self.fields = Path(path), list(fields)
+        self.rows = 0  # rows in the file
         if keep_until is not None and self.path.is_file():
-            old = pd.read_csv(self.path)
-            atomic_write(self.path, old[old["step"] <= keep_until].to_csv(index=False))
+            old = pd.read_csv(self.path, dtype={"path": str, "image_id": str})
+            kept = old[old["step"] <= keep_until]
+            atomic_write(self.path, kept.to_csv(index=False))
+            self.rows = len(kept)
         elif keep_until is None or not self.path.is_file():
             atomic_write(self.path, ",".join(self.fields) + "\n")
 
@@ -103,6 +123,7 @@ class CsvLog:
         """Append one row (missing columns empty)."""
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow({k: row.get(k, "") for k in self.fields})
+        self.rows += 1
 
 
 class Throughput:
@@ -137,10 +158,12 @@ class RunLog:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.eval_log = self.run_dir / "eval_log.csv"
         self.train_log: CsvLog | None = None
+        self.bad_image_log: CsvLog | None = None
         self.writer = None
         if not enabled:
             return
         self.train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS, keep_until=resumed_at)
+        self.bad_image_log = CsvLog(self.run_dir / "bad_images.csv", BAD_IMAGE_FIELDS, keep_until=resumed_at)
         if resumed_at is None and self.eval_log.exists():
             self.eval_log.unlink()
         if tensorboard:
@@ -157,6 +180,40 @@ class RunLog:
         """``config.json``: the run's config as plain values."""
         if self.enabled:
             atomic_write(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+
+    @property
+    def bad_image_count(self) -> int:
+        """Images left out as unreadable so far in this run (0 when not enabled)."""
+        return self.bad_image_log.rows if self.bad_image_log is not None else 0
+
+    def bad_images(self, per_rank: Sequence[Sequence[tuple[int, int, str, Any]]]) -> None:
+        """Rows of ``bad_images.csv``: ``per_rank[r]`` holds ``(step, epoch, phase, SkippedImage)`` of rank ``r``."""
+        if not self.enabled:
+            return
+        new = 0
+        for rank, entries in enumerate(per_rank):
+            for step, epoch, phase, skipped in entries:
+                row = {"step": step, "epoch": epoch, "phase": phase, "rank": rank, "row": skipped.index}
+                row.update(image_id=skipped.image_id, path=skipped.path, reason=" ".join(skipped.reason.split()))
+                self.bad_image_log.write(row)
+                new += 1
+        if new:
+            print(
+                f"{new} image(s) left out as unreadable ({self.bad_image_count} in this run): {self.bad_image_log.path}"
+            )
+
+    def config_changes(self, *, step: int, changes: Mapping[str, tuple[Any, Any]]) -> None:
+        """Print and append to ``config_changes.csv`` the settings a resume changed (``{name: (old, new)}``)."""
+        if not self.enabled or not changes:
+            return
+        path = self.run_dir / "config_changes.csv"
+        if not path.is_file():
+            atomic_write(path, ",".join(CHANGE_FIELDS) + "\n")
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, CHANGE_FIELDS)
+            for name, (old, now) in changes.items():
+                print(f"resume at step {step}: {name} changed from {old!r} to {now!r} (allow_config_change)")
+                writer.writerow({"step": step, "field": name, "checkpoint": json.dumps(old), "now": json.dumps(now)})
 
     def train_step(self, *, step: int, epoch: int, loss: float, lr: float, img_per_s: float) -> None:
         """One row of ``train_log.csv`` and the same scalars in TensorBoard."""
@@ -205,9 +262,10 @@ class RunLog:
         return metrics
 
     def write_final(self, *, step: int, epoch: int, metrics: dict[str, float], weight_digests: list[str]) -> None:
-        """``final.json``: where the run ended, its last metrics and every rank's weight digest."""
+        """``final.json``: where the run ended, its last metrics, every rank's weight digest, the bad images."""
         if self.enabled:
             final = {"step": step, "epoch": epoch, "metrics": metrics, "rank_weight_hashes": weight_digests}
+            final["bad_images"] = self.bad_image_count
             atomic_write(self.run_dir / "final.json", json.dumps(final, indent=2))
 
     def close(self) -> None:

@@ -199,11 +199,13 @@ def evaluate(
     channels_last: bool = False,
     use_dataset_ids: bool = False,
     progress: bool = True,
+    skipped: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict every image of an evaluation loader; with DDP, gather all ranks' shards on every rank.
 
     The loader must use :class:`dadam.data.ShardSampler` (``make_loader(..., train=False)``): rank ``r`` holds
-    rows ``r, r + W, r + 2W, ...``, which are put back in dataset order.
+    rows ``r, r + W, r + 2W, ...``, which are put back in dataset order. An image the loader left out as unreadable
+    (``bad_images="skip"``) keeps its row, with NaN probabilities and targets.
 
     Args:
         model: the model (put in eval mode for the pass, then back).
@@ -213,9 +215,10 @@ def evaluate(
         channels_last: feed channels-last input.
         use_dataset_ids: pass ``dataset_ids`` to the model.
         progress: show a tqdm bar.
+        skipped: when a list, this rank's :class:`dadam.data.SkippedImage` records are appended to it.
 
     Returns:
-        ``(probs, targets)``: float32 ``(N, C)`` on the CPU, in dataset order.
+        ``(probs, targets)``: float32 ``(N, C)`` on the CPU, in dataset order (NaN rows: images left out).
 
     Example:
         >>> probs, targets = evaluate(model, make_eval_loader(cfg, table, classes, root), device=device)  # doctest: +SKIP
@@ -223,12 +226,20 @@ def evaluate(
     was_training = model.training
     model.eval()
     probs, targets = [], []
-    for images, labels, dataset_ids in tqdm(loader, desc="eval", disable=not progress, leave=False):
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, labels, dataset_ids = batch
         x = to_model_input(images.to(device, non_blocking=True), channels_last=channels_last)
         with autocast(device, amp_dtype):
             out = model(x, dataset_ids.to(device) if use_dataset_ids else None)
-        probs.append(out.probs.float().cpu())
-        targets.append(labels.float().cpu())
+        p, t = out.probs.float().cpu(), labels.float().cpu()  # (K, C) of the K images the batch holds
+        kept = getattr(batch, "kept", None)  # (B,) bool over the sampled positions (dadam.data.LabelBatch)
+        if kept is not None and not bool(kept.all()):
+            p = torch.full((kept.shape[0], p.shape[1]), math.nan).index_put_((kept,), p)  # (B, C), NaN: left out
+            t = torch.full((kept.shape[0], t.shape[1]), math.nan).index_put_((kept,), t)
+        if skipped is not None:
+            skipped.extend(getattr(batch, "skipped", ()))
+        probs.append(p)
+        targets.append(t)
     model.train(was_training)
     c = loader.dataset.labels.shape[1] if hasattr(loader, "dataset") else (probs[0].shape[1] if probs else 0)
     local_p = torch.cat(probs) if probs else torch.zeros(0, c)
