@@ -258,3 +258,77 @@ def test_audit_is_library_code():
             if isinstance(node, ast.ImportFrom):
                 names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
                 assert not names & cli, (path.name, node.module)
+
+
+def test_audit_figures_against_slow_references(result, labels, bank):
+    covered = [c for c in range(26) if int(bank.class_count[c]) > 0 and c != NF]
+    assert result.covered == tuple(CXR_LT_CLASSES[c] for c in covered)
+    change = max(
+        abs(result.corr_after[i, j] - result.corr_before[i, j]) for i in covered for j in covered if i != j
+    )  # fmt: skip
+    assert result.corr_max_change_covered == pytest.approx(change, abs=0)
+    assert result.corr_max_change >= result.corr_max_change_covered
+    name, factor = result.rarest_tail
+    assert name == min(result.tail, key=lambda t: result.freq_before[CXR_LT_CLASSES.index(t)])
+    assert factor == result.raise_factor[CXR_LT_CLASSES.index(name)]
+    figures = result.figures()
+    assert figures["companions"] == "cooccurrence" and figures["corr_kept"] == result.corr_kept
+    assert json.loads(json.dumps(figures)) == figures
+
+
+def test_labels_per_image_against_a_slow_reference(bank, labels):
+    from dadam.audit import labels_per_image
+
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(labels), p=1.0, generator=3)
+    params = aug.sample(labels[:3000])
+    covered = bank.covered.clone()
+    covered[NF] = False
+    got = labels_per_image(labels[:3000], params, covered)
+    # slow reference: loop over the pasted images, and over the real rows for each tail class
+    pasted, per_tail = np.zeros(27), {}
+    for b in range(len(params)):
+        if params.mode[b] != 1:
+            continue
+        pasted[int(params.active[b].sum())] += 1
+        t = int(params.classes[b, 0])
+        if t not in per_tail:
+            rows = [r for r in range(3000) if labels[r, t] > 0.5]
+            per_tail[t] = np.bincount(
+                [sum(1 for c in range(26) if covered[c] and labels[r, c] > 0.5) for r in rows], minlength=27
+            ) / len(rows)
+        per_tail.setdefault(("n", t), 0)
+        per_tail[("n", t)] += 1
+    n = pasted.sum()
+    real = sum(per_tail[("n", t)] * per_tail[t] for t in per_tail if not isinstance(t, tuple)) / n
+    np.testing.assert_allclose(got["labels_per_image_pasted"], pasted / n, atol=1e-12)
+    np.testing.assert_allclose(got["labels_per_image_real"], real, atol=1e-12)
+    capped = real.copy()
+    capped[3] += capped[4:].sum()
+    capped[4:] = 0
+    np.testing.assert_allclose(got["labels_per_image_real_capped"], capped, atol=1e-12)
+    r = audit_labels(labels[:3000], bank, LabelStats.from_labels(labels), config=DadamConfig(p=1.0), seed=3)
+    assert r.labels_per_image_tv == pytest.approx(0.5 * np.abs(pasted / n - real).sum(), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_compare_companions_cli_and_plot(tmp_path, capsys):
+    rc = main(
+        [
+            "--labels", "phantom", "--phantom-rows", "4000", "--phantom-bank", "--phantom-classes", "nih",
+            "--canvas", "96", "--p", "0.5", "--compare-companions", "--out", str(tmp_path), "--prefix", "c_",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    shown = capsys.readouterr().out
+    assert "corr_max_change_covered" in shown and "labels_per_image_tv" in shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c_companions.json", "c_companions.png"]
+    doc = json.loads((tmp_path / "c_companions.json").read_text())
+    assert set(doc["rules"]) == {"cooccurrence", "correlation"} and len(doc["covered"]) == 8
+    assert "--compare-companions" in doc["command"] and doc["rows"] == 4000
+    for rule, v in doc["rules"].items():
+        assert v["figures"]["companions"] == rule and v["counts"]["rows"] == 4000
+        assert sum(v["labels_per_image"]["pasted"]) == pytest.approx(1.0)
+    assert doc["rules"]["correlation"]["counts"]["dropped"] == 0
+    assert Image.open(tmp_path / "c_companions.png").size == (1800, 1100)
+    assert main(["--labels", "phantom", "--phantom-bank", "--phantom-classes", "Flu", "--out", str(tmp_path)]) == 2
+    assert "phantom bank classes ['Flu'] are not disease classes" in capsys.readouterr().err

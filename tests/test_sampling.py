@@ -226,21 +226,19 @@ def _reference_cooccurrence(labels, u, table, bank, config, tables):
             res["template"] = r
             remaining = [c for c in range(26) if table[r, c] > 0.5 and covered[c] and c != t]
         for k in range(1, config.max_patches):
-            if not remaining:
-                res["slots"].append(None)
-                continue
-            idx, _ = _cdf_index(np.ones(len(remaining), np.float32), u.slot_class[b, k - 1])
-            c = remaining.pop(idx)
-            for cand in range(config.candidates):
+            slot = None
+            for cand in range(config.candidates if remaining else 0):
+                # the class: uniform among the template classes not placed yet (ascending class order)
+                idx, _ = _cdf_index(np.ones(len(remaining), np.float32), u.slot_class[b, k - 1, cand])
+                c = remaining[idx]
                 pid = patch(c, u.slot_patch[b, k - 1, cand])
                 bx = box(pid, u.slot_jitter[b, k - 1, cand].tolist())
                 if not any(_overlap(bx, s[2]) for s in res["slots"] if s is not None):
-                    res["slots"].append((c, pid, bx))
+                    slot = (c, pid, bx)
+                    remaining.remove(c)
                     break
-            else:
-                res["slots"].append(None)
-                res["dropped"] += 1
-        res["dropped"] += len(remaining)
+            res["slots"].append(slot)
+        res["dropped"] = len(remaining)
         out.append(res)
     return out
 

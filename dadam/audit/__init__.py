@@ -1,10 +1,12 @@
 """Audit DADAM: label distribution and label correlation before vs after (the paper's Fig. 3 and 4), and image grids.
 
 - :mod:`dadam.audit.label_audit`: :func:`audit_labels` runs DADAM's draws over a whole label table (labels only)
-  and returns an :class:`AuditResult` (frequencies, raise factors, correlation before / after, counts);
-- :mod:`dadam.audit.figures`: :func:`plot_label_distribution` and :func:`plot_correlation`;
+  and returns an :class:`AuditResult` (frequencies, raise factors, correlation before / after, the largest change
+  over covered pairs, the corr-of-corr, labels per pasted image against real images with the same tail class);
+- :mod:`dadam.audit.figures`: :func:`plot_label_distribution`, :func:`plot_correlation` and
+  :func:`plot_companion_comparison` (both companion rules side by side);
 - :mod:`dadam.audit.grid`: :func:`save_grid`, augmented images with the placed boxes (red: pasted, cyan: blended);
-- :mod:`dadam.audit.phantom`: :func:`phantom_bank`, a bank of phantom lesions of every class;
+- :mod:`dadam.audit.phantom`: :func:`phantom_bank`, a bank of phantom lesions of every class (or of a few);
 - :mod:`dadam.audit.cli`: the command line, ``python -m dadam.audit --help`` (:func:`main`).
 
 Every file is written atomically (:func:`dadam.files.atomic_write`).
@@ -15,9 +17,9 @@ Example:
     >>> plot_label_distribution(result, "audit/dist.png")  # doctest: +SKIP
 """
 
-from dadam.audit.figures import plot_correlation, plot_label_distribution
+from dadam.audit.figures import plot_companion_comparison, plot_correlation, plot_label_distribution
 from dadam.audit.grid import BLEND_COLOR, PASTE_COLOR, save_grid
-from dadam.audit.label_audit import AuditResult, audit_labels
+from dadam.audit.label_audit import AuditResult, audit_labels, labels_per_image
 from dadam.audit.phantom import phantom_bank
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "PASTE_COLOR",
     "AuditResult",
     "audit_labels",
+    "labels_per_image",
     "main",
     "phantom_bank",
+    "plot_companion_comparison",
     "plot_correlation",
     "plot_label_distribution",
     "save_grid",

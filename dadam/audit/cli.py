@@ -3,6 +3,8 @@
 Examples::
 
     python -m dadam.audit --labels phantom --phantom-rows 200000 --phantom-bank --out audit/ --prefix phantom_
+    python -m dadam.audit --labels phantom --phantom-rows 200000 --phantom-bank --phantom-classes nih \\
+        --p 0.5 --max-patches 3 --compare-companions --out docs/images --prefix companions_
     python -m dadam.audit --labels Data_Entry_2017_v2020.csv --labels-format nih --stats-labels phantom \\
         --boxes BBox_List_2017.csv --box-images nih/images --canvas 448 --out audit/ --prefix nih_ \\
         --grid --images nih --grid-ids 00000129_000.png 00000427_000.png --p 1
@@ -11,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -20,17 +23,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dadam.audit.figures import plot_correlation, plot_label_distribution
+from dadam.audit.figures import plot_companion_comparison, plot_correlation, plot_label_distribution
 from dadam.audit.grid import save_grid
 from dadam.audit.label_audit import audit_labels
 from dadam.audit.phantom import phantom_bank
 from dadam.bank import PatchBank
+from dadam.config import COMPANION_RULES as RULES
 from dadam.config import DadamConfig, add_dadam_arguments, dadam_config_from_args
+from dadam.files import atomic_write
 from dadam.formats import LABEL_FORMATS, labels_tensor, read_label_table
 from dadam.labels import CXR_LT_CLASSES
 from dadam.stats import LabelStats
 
-__all__ = ["main"]
+__all__ = ["NIH_BOX_CLASSES", "main"]
+
+#: The CXR-LT classes of NIH's box annotations (BBox_List_2017.csv), the paper's patch source: ``--phantom-classes nih``.
+NIH_BOX_CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural Effusion",
+    "Pneumonia",
+    "Pneumothorax",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--boxes", default=None, help="NIH BBox_List_2017.csv to build a bank from")
     bk.add_argument("--box-images", default=None, help="images of --boxes")
     bk.add_argument("--phantom-bank", action="store_true", help="a bank of phantom lesions of every class")
+    bk.add_argument(
+        "--phantom-classes",
+        nargs="+",
+        default=None,
+        help="the classes of the phantom bank (default: every disease class); 'nih': the 8 classes of NIH's boxes",
+    )
+    bk.add_argument("--phantom-per-class", type=int, default=2, help="phantom images per class of the phantom bank")
     bk.add_argument("--canvas", type=int, default=448, help="canvas of a bank built here")
     opt = ap.add_argument_group("DADAM options")
     add_dadam_arguments(opt)
@@ -60,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     out = ap.add_argument_group("output")
     out.add_argument("--out", required=True, help="output folder")
     out.add_argument("--prefix", default="", help="file name prefix")
+    out.add_argument(
+        "--compare-companions",
+        action="store_true",
+        help="audit both companion rules (--companions is ignored) and write only {prefix}companions.json and "
+        "{prefix}companions.png, the figures of both side by side",
+    )
     out.add_argument("--grid", action="store_true", help="also write {prefix}grid.png of augmented images")
     out.add_argument("--images", default=None, help="root the label table's paths are relative to (for --grid)")
     out.add_argument("--grid-ids", nargs="*", default=None, help="image_ids to show (default: the first --grid-n)")
@@ -80,6 +110,7 @@ def _load_labels(spec: str, fmt: str, rows: int, seed: int) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the audit CLI; returns the exit status (0 done, 2 error)."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config = dadam_config_from_args(args)  # bad options fail before any work
         table = _load_labels(args.labels, args.labels_format, args.phantom_rows, args.phantom_seed)
@@ -102,14 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             bank = PatchBank.from_boxes(boxes, args.box_images, canvas=args.canvas)
             print(bank.report.summary())
         else:
-            bank = phantom_bank(canvas=args.canvas, progress=True)
+            classes = args.phantom_classes
+            classes = NIH_BOX_CLASSES if classes == ["nih"] else classes
+            bank = phantom_bank(canvas=args.canvas, per_class=args.phantom_per_class, classes=classes, progress=True)
         print(bank)
-        result = audit_labels(table, bank, stats, config=config, seed=args.seed, repeats=args.repeats, progress=True)
         out = pathlib.Path(args.out)
-        written = list(result.save(out, prefix=args.prefix).values())
-        written.append(plot_label_distribution(result, out / f"{args.prefix}dist.png"))
-        written.append(plot_correlation(result, out / f"{args.prefix}corr.png"))
-        print(result.headline())
+        run = dict(seed=args.seed, repeats=args.repeats, progress=True)
+        if args.compare_companions:
+            written = _compare_companions(table, bank, stats, config, run, out, args.prefix, args)
+        else:
+            result = audit_labels(table, bank, stats, config=config, **run)
+            written = list(result.save(out, prefix=args.prefix).values())
+            written.append(plot_label_distribution(result, out / f"{args.prefix}dist.png"))
+            written.append(plot_correlation(result, out / f"{args.prefix}corr.png"))
+            print(result.headline())
         if args.grid:
             written.append(_grid(args, table, bank, stats, config, out / f"{args.prefix}grid.png"))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -118,6 +155,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     for w in written:
         print(f"wrote {w}")
     return 0
+
+
+def _compare_companions(table, bank, stats, config, run, out: pathlib.Path, prefix: str, args) -> list[pathlib.Path]:
+    """Audit every companion rule with the same table, bank, seed and options; write the comparison JSON and PNG."""
+    results = {rule: audit_labels(table, bank, stats, config=config.replace(companions=rule), **run) for rule in RULES}
+    for rule, r in results.items():
+        print(f"--- companions={rule}\n{r.headline()}")
+    names = ("rarest_tail_raise", "corr_max_change_covered", "corr_max_change", "corr_kept", "labels_per_image_tv")
+    print(f"{'figure':<28}" + "".join(f"{rule:>14}" for rule in results))
+    for name in names:
+        print(f"{name:<28}" + "".join(f"{r.figures()[name]:>14.4f}" for r in results.values()))
+    first = next(iter(results.values()))
+    doc = {
+        "command": "python -m dadam.audit " + " ".join(args.argv),
+        "rows": first.counts.get("rows"),
+        "covered": list(first.covered),
+        "tail": list(first.tail),
+        "config": config.to_dict(),
+        "seed": args.seed,
+        "rules": {
+            rule: {
+                "figures": r.figures(),
+                "counts": r.counts,
+                "raise_factor": dict(zip(r.class_names, np.round(r.raise_factor, 4).tolist(), strict=True)),
+                "labels_per_image": {
+                    "pasted": np.round(r.labels_per_image_pasted, 5).tolist(),
+                    "real": np.round(r.labels_per_image_real, 5).tolist(),
+                    "real_capped": np.round(r.labels_per_image_real_capped, 5).tolist(),
+                },
+                "corr_after": np.round(r.corr_after, 5).tolist(),
+            }
+            for rule, r in results.items()
+        },
+        "corr_before": np.round(first.corr_before, 5).tolist(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = atomic_write(out / f"{prefix}companions.json", json.dumps(doc, indent=1, allow_nan=True) + "\n")
+    return [path, plot_companion_comparison(results, out / f"{prefix}companions.png")]
 
 
 def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, config: DadamConfig, path: pathlib.Path) -> pathlib.Path:

@@ -4,11 +4,12 @@ Per sample, with probability ``p``:
 
 - a normal image (only "No Finding" positive) gets a tail class ``t ~ tail_weight`` (as the correlation rule), then
   a *template*: one training label row that shows ``t``, uniform among such rows (:class:`~dadam.stats.LabelStats`
-  keeps them sorted by class). ``t`` goes to slot 0 at its aligned (jittered) box; the template's other classes that
-  the bank covers go to the further slots in a uniformly random order, each with ``candidates`` (patch, position)
-  draws, the first that overlaps no placed patch kept. A class that does not fit, or finds no free slot
-  (``max_patches``), is dropped and counted in ``params.dropped``. The labels become exactly the placed classes, a
-  subset of the template's classes the bank covers;
+  keeps them sorted by class). ``t`` goes to slot 0 at its aligned (jittered) box. The template's other classes that
+  the bank covers fill the further slots: per slot, ``candidates`` (class, patch, position) triples with the class
+  uniform among the template classes not placed yet, the first that overlaps no placed patch kept (as the
+  correlation rule, with equal weights over the template's classes instead of ``corr ** beta``). A template class
+  left unplaced, for want of room without overlap or of slots (``max_patches``), is dropped and counted in
+  ``params.dropped``. The labels become exactly the placed classes, a subset of the template's covered classes;
 - an image showing a tail class gets one of them, ``t ~ blend_tail_weight``, and one companion ``j`` it lacks among
   the covered classes, drawn from ``P(j | t)`` (the co-occurrence counts of ``t``), blended with ``alpha``;
 - anything else, or a sample with nothing to draw, is unchanged.
@@ -40,8 +41,8 @@ def cooccurrence_uniforms(config: DadamConfig) -> UniformSpec:
         Quantity("companion"),  # a blend's companion class j
         Quantity("patch"),  # slot 0: the patch of its class
         Quantity("jitter", 2),  # slot 0: the shift (dx, dy)
-        Interleaved((slots,), Quantity("slot_class")),  # slots 1..K-1: which remaining template class
-        Interleaved((slots, candidates), Quantity("slot_patch"), Quantity("slot_jitter", 2)),  # its candidates
+        # slots 1..K-1, R candidates each: class (among the template's remaining classes), patch, shift
+        Interleaved((slots, candidates), Quantity("slot_class"), Quantity("slot_patch"), Quantity("slot_jitter", 2)),
     )
 
 
@@ -97,19 +98,18 @@ def cooccurrence_params(
     pid0 = pick_in_range(cls0, u.patch[:, None], *patches)  # (B, 1)
     placed = place(pid0, u.jitter[:, None], boxes, canvas, jitter) * active0[..., None]  # (B, 1, 4), 0 if inactive
     pids, classes, actives = [pid0], [cls0], [active0]
-    dropped = torch.zeros_like(t)  # (B, 1)
     for k in range(1, config.max_patches):  # static loop over slots, vectorised over batch and candidates
-        cls_k, ok_k = categorical(remaining.to(torch.float32), u.slot_class[:, k - 1, None])  # (B, 1) uniform
-        pid_k = pick_in_range(cls_k.expand_as(u.slot_patch[:, k - 1]), u.slot_patch[:, k - 1], *patches)  # (B, R)
+        cls_k, ok_k = categorical(remaining.to(torch.float32), u.slot_class[:, k - 1])  # (B, R) uniform, (B, 1)
+        pid_k = pick_in_range(cls_k, u.slot_patch[:, k - 1], *patches)  # (B, R)
         box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter)  # (B, R, 4)
-        accept, _, pid_sel, box_sel = first_fit(pid_k, box_k, placed, ok_k)  # (B, 1) ... (B, 1, 4)
-        dropped += ok_k & ~accept  # the class did not fit
-        remaining &= cls_k != tables.class_index  # (B, C) it is placed or dropped
+        accept, first, pid_sel, box_sel = first_fit(pid_k, box_k, placed, ok_k)  # (B, 1) ... (B, 1, 4)
+        cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
+        remaining &= ~((cls_sel == tables.class_index) & accept)  # (B, C)
         placed = torch.cat([placed, box_sel], 1)  # (B, k + 1, 4)
         pids.append(pid_sel)
-        classes.append(cls_k)
+        classes.append(cls_sel)
         actives.append(accept)
-    dropped += remaining.sum(1, keepdim=True)  # template classes beyond max_patches
+    dropped = remaining.sum(1)  # (B,) template classes left unplaced
 
     active = torch.cat(actives, 1)  # (B, K)
     params = DadamParams(
@@ -122,7 +122,7 @@ def cooccurrence_params(
         changed=active0.view(B),
         labels=labels,
         template=row.view(B),
-        dropped=dropped.view(B),
+        dropped=dropped,
     )
     params.labels = apply_labels(labels, params, soft_label=config.soft_label)
     return params
