@@ -3,6 +3,8 @@
 Command line::
 
     python -m fpsm.ensemble a.csv b.csv --weights 1 2 --out ens.csv
+
+An existing ``--out`` file (one of the inputs included) is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -176,13 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("csv", nargs="+", help="prediction CSV files")
     parser.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per file (default equal)")
     parser.add_argument("--out", required=True, help="output CSV (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists (even an input)")
     parser.add_argument("--id-column", default="image_id", help="name of the id column (default: image_id)")
     args = parser.parse_args(argv)
+    out = pathlib.Path(args.out)
+    if out.exists() and not args.overwrite:
+        inputs = {os.path.realpath(p) for p in args.csv}
+        what = "is one of the input files" if os.path.realpath(out) in inputs else "exists"
+        parser.error(f"--out {out} {what}: pass --overwrite to replace it, or choose another --out")
     try:
         df = average_predictions(args.csv, args.weights, id_column=args.id_column)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, df.to_csv(index=False))
     w = normalize_weights(args.weights, len(args.csv))

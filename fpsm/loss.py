@@ -23,6 +23,16 @@ def _check_pair(logits: torch.Tensor, targets: torch.Tensor) -> None:
         )
     if not targets.dtype.is_floating_point:
         raise TypeError(f"targets must be a float tensor (NaN = unknown), got {targets.dtype}")
+    outside = (targets < 0) | (targets > 1)  # (B, C); NaN (unknown) compares False: allowed
+    if targets.device.type == "cpu":
+        if bool(outside.any()):
+            row, col = (int(v) for v in outside.nonzero()[0])
+            raise ValueError(
+                f"targets must be in [0, 1] or NaN (unknown), got {float(targets[row, col])} at row {row}, column "
+                f"{col}; labels of -1 or 255 for 'unknown' must become NaN"
+            )
+    else:  # no host sync on the device: a device-side assert
+        torch._assert_async(~outside.any(), "pyramid_loss: targets must be in [0, 1] or NaN (unknown)")
 
 
 def masked_soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -101,7 +111,8 @@ def pyramid_loss(
 
     Args:
         out: an :class:`~fpsm.model.FPSMOutput` (its ``stage_logits`` are used) or a list of ``(B, C)`` logits.
-        targets: ``(B, C)`` float targets in [0, 1]; NaN marks an unknown label, left out of the loss.
+        targets: ``(B, C)`` float targets in [0, 1]; NaN marks an unknown label, left out of the loss. Values outside
+            [0, 1] raise ``ValueError`` on the CPU (a device-side assert on CUDA, which does not wait for the device).
         loss: ``"soft_margin"`` (the paper: ``MultiLabelSoftMarginLoss``, see :func:`masked_soft_margin_loss`) or
             ``"asl"`` (timm's ``AsymmetricLossMultiLabel``, see :func:`masked_asymmetric_loss`).
 

@@ -13,8 +13,10 @@ works (TResNet, ResNet, EfficientNet, ConvNeXt, ...).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -28,6 +30,8 @@ STAGE_REDUCTIONS: dict[int, int] = {1: 4, 2: 8, 3: 16, 4: 32}
 
 # Probabilities are clamped to [eps, 1 - eps] before the logit of the combined prediction (|logit| <= 13.8).
 _LOGIT_EPS = 1e-6
+# How long create_fpsm(pretrained=True) waits for a connection to the weights' host before calling it offline.
+_PROBE_SECONDS = 3.0
 
 
 @dataclass
@@ -47,6 +51,10 @@ class FPSMOutput:
 
 
 def _check_stages(stages: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(stages, (int, str, bytes)) or not hasattr(stages, "__iter__"):
+        raise TypeError(
+            f"stages must be a sequence of stage numbers, e.g. stages=(4,) or stages=(2, 3, 4), got {stages!r}"
+        )
     stages = tuple(stages)
     if not stages:
         raise ValueError("stages must name at least one stage of 1, 2, 3, 4, got ()")
@@ -58,8 +66,9 @@ def _check_stages(stages: Sequence[int]) -> tuple[int, ...]:
     return stages
 
 
-def _feature_info_list(backbone: str) -> list[dict]:
-    """The ``feature_info`` of timm model ``backbone``, built on the meta device (no memory, no weights)."""
+def _feature_info_list(backbone: str) -> tuple[list[dict], dict]:
+    """The ``feature_info`` and the ``pretrained_cfg`` of timm model ``backbone``, built on the meta device (no
+    memory, no weights)."""
     if not timm.is_model(backbone):
         raise ValueError(f"backbone={backbone!r} is not a timm model name (see timm.list_models())")
     try:
@@ -70,7 +79,50 @@ def _feature_info_list(backbone: str) -> list[dict]:
     info = getattr(model, "feature_info", None)
     if not info:
         raise ValueError(f"backbone={backbone!r} has no feature_info, so its stages cannot be located")
-    return [dict(d) for d in getattr(info, "info", info)]
+    return [dict(d) for d in getattr(info, "info", info)], dict(getattr(model, "pretrained_cfg", None) or {})
+
+
+def _cached_weights(pretrained_cfg: dict) -> str | None:
+    """The local file of the timm weights a ``pretrained_cfg`` names, when a download put it in the Hugging Face or
+    torch hub cache; else None. Nothing is fetched."""
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = hub_id.partition("@")
+        names = [pretrained_cfg["hf_hub_filename"]] if pretrained_cfg.get("hf_hub_filename") else []
+        for name in names or ["model.safetensors", "pytorch_model.bin"]:  # timm's file names on the hub
+            found = try_to_load_from_cache(repo, name, revision=revision or None)
+            if isinstance(found, str):
+                return found
+    url = pretrained_cfg.get("url")
+    if url:
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _unreachable(pretrained_cfg: dict) -> str | None:
+    """Why the download of a ``pretrained_cfg``'s weights cannot work (offline mode, no connection), or None.
+
+    huggingface_hub retries a failed download for about a minute; a plain connection with a short timeout tells in a
+    second or two. Behind a proxy the connection is not tried (the download may go through it).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = constants.ENDPOINT if pretrained_cfg.get("hf_hub_id") else pretrained_cfg.get("url") or constants.ENDPOINT
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=_PROBE_SECONDS).close()
+    except OSError as err:
+        return f"{host}:{port} cannot be reached: {err}"
+    return None
 
 
 def stage_out_indices(
@@ -266,7 +318,9 @@ def create_fpsm(
         use_binary_enc: append a one-hot dataset code to every head input.
         num_datasets: length of that code.
         use_concatenate: one head on the concatenated pooled stage features.
-        pretrained: load timm pretrained weights (needs ``pretrained_cfg_overlay=dict(file=...)`` offline).
+        pretrained: load timm pretrained weights: from the Hugging Face / torch hub cache when a download put them
+            there, else downloaded; offline and not cached, ``FileNotFoundError`` within seconds, naming
+            ``checkpoint_path`` and ``pretrained_cfg_overlay`` (the ways to give a local file).
         checkpoint_path: local full-model timm checkpoint of ``backbone`` to initialise the backbone from.
         pretrained_cfg_overlay: passed to timm (e.g. ``dict(file="tresnet_l.safetensors")``).
         drop_rate: dropout before each head's linear layer.
@@ -297,8 +351,22 @@ def create_fpsm(
     if weights_file is not None and not os.path.isfile(weights_file):
         raise FileNotFoundError(f"backbone checkpoint not found: {weights_file}")
 
-    info = _feature_info_list(backbone)
+    info, pretrained_cfg = _feature_info_list(backbone)
     out_indices = stage_out_indices(info, stages, backbone=backbone)
+    if pretrained and weights_file is None:
+        weights_file = _cached_weights(pretrained_cfg)  # a cached download loads as a local file: no network
+        if weights_file is not None:
+            overlay = {**(overlay or {}), "file": weights_file}
+        else:
+            reason = _unreachable(pretrained_cfg)
+            if reason is not None:
+                source = pretrained_cfg.get("hf_hub_id") or pretrained_cfg.get("url") or "timm's default weights"
+                raise FileNotFoundError(
+                    f"pretrained=True: the {backbone} weights ({source}) are not in the local cache and cannot be "
+                    f"downloaded ({reason}). Give a local file of the backbone's timm weights instead: "
+                    f"checkpoint_path='{backbone}.safetensors' (--checkpoint-path) or "
+                    f"pretrained_cfg_overlay=dict(file='{backbone}.safetensors'); or use pretrained=False"
+                )
     if pretrained and weights_file is not None and not weights_file.lower().endswith((".npz", ".npy")):
         _check_checkpoint_keys(backbone, weights_file)
     extra = {"pretrained_cfg_overlay": overlay} if overlay is not None else {}

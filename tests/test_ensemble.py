@@ -120,7 +120,7 @@ def test_cli_writes_weighted_mean(three_files, tmp_path, capsys):
     want = average_predictions(paths[:2], [1, 2])
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
     with pytest.raises(SystemExit) as exc:
-        main([str(paths[0]), "--weights", "1", "2", "--out", str(out)])
+        main([str(paths[0]), "--weights", "1", "2", "--out", str(out), "--overwrite"])
     assert exc.value.code == 2
     assert "weights has 2 values but there are 1 members" in capsys.readouterr().err
 
