@@ -101,6 +101,7 @@ def run_demo(
         ckpt_every=steps,
         log_every=2,
         tensorboard=False,
+        overwrite=True,  # the demo's own folder: a new demo replaces the last one's run
     )
     t0 = time.perf_counter()
     res = fit(cfg)

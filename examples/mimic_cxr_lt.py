@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--vindr-raters", default="union", choices=["all", "union", "majority"])
     data.add_argument("--phantom", metavar="DIR", help="generate phantom data in all four layouts here and use it")
     data.add_argument("--phantom-n", type=int, default=None, help="phantom CXR-LT images (default 2000; --tiny 64)")
-    data.add_argument("--overwrite", action="store_true", help="replace the phantom files already in --phantom DIR")
+    data.add_argument(
+        "--overwrite", action="store_true", help="replace the phantom files in --phantom DIR and the runs in --out"
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--out", default="runs/cxr_lt", help="output folder")
     run.add_argument("--tiny", action="store_true", help="resnet10t at 64 px, a few steps: a smoke run on CPU")
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.quiet,
         ckpt_every=1000,
         log_every=1 if args.tiny else 50,
+        overwrite=args.overwrite,
     )
     pred_files, summary = [], []
     for seed in args.seeds:

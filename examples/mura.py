@@ -37,12 +37,23 @@ def study_level(images: pd.DataFrame, probs: pd.Series) -> pd.DataFrame:
 
 
 def kappa_table(studies: pd.DataFrame, *, threshold: float = 0.5) -> pd.DataFrame:
-    """Cohen's kappa, AUC and accuracy per body part and over all studies."""
+    """Cohen's kappa, AUC and accuracy per body part and over all studies, with a note where one is undefined.
+
+    A body part whose studies are all normal (or all abnormal) has no AUC; when the model also calls every one of
+    them the same, chance agreement is 1 and kappa is 0 / 0 (NaN). The ``note`` column says which, and why.
+    """
     rows = []
     for part, g in [*studies.groupby("body_part"), ("ALL", studies)]:
         p = torch.tensor(g["prob"].to_numpy(), dtype=torch.float32)
         y = torch.tensor(g["label"].to_numpy(), dtype=torch.long)
         both = bool((y == 1).any() and (y == 0).any())
+        called = p > threshold  # (n,) the study-level predictions
+        one_call = bool(called.all() or not called.any())
+        notes = []
+        if not both:
+            notes.append(f"AUC undefined: every study is {'abnormal' if bool(y[0]) else 'normal'}")
+            if one_call:
+                notes.append("kappa undefined: the model also calls every study the same (chance agreement 1)")
         rows.append(
             {
                 "body_part": part,
@@ -51,6 +62,7 @@ def kappa_table(studies: pd.DataFrame, *, threshold: float = 0.5) -> pd.DataFram
                 "kappa": float(binary_cohen_kappa(p, y, threshold=threshold)),
                 "AUC": float(binary_auroc(p, y)) if both else float("nan"),
                 "accuracy": float(binary_accuracy(p, y, threshold=threshold)),
+                "note": "; ".join(notes),
             }
         )
     return pd.DataFrame(rows).set_index("body_part")
@@ -61,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mura", help="folder holding MURA-v1.1/")
     parser.add_argument("--phantom", metavar="DIR", help="generate phantom MURA here and use it")
     parser.add_argument("--phantom-n", type=int, default=None, help="phantom images (default 2000; --tiny 240)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the phantom files already in --phantom DIR")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the phantom files in --phantom DIR and the runs in --out"
+    )
     parser.add_argument("--out", default="runs/mura")
     parser.add_argument("--tiny", action="store_true", help="resnet10t at 64 px, a few steps")
     parser.add_argument("--backbone", default="tresnet_l")
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             log_every=1 if args.tiny else 50,
             threshold=args.threshold,
+            overwrite=args.overwrite,
         )
     )
     ev = predict(
@@ -137,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| {k} | {r.studies} | {r.abnormal} | {r.kappa:.4f} | {r.AUC:.4f} | {r.accuracy:.4f} |"
         for k, r in table.iterrows()
     ]
+    notes = [f"- {k}: {r.note}." for k, r in table.iterrows() if r.note]
+    if notes:  # why a cell reads nan
+        md += ["", "nan marks a metric that is undefined for that body part:", *notes]
     atomic_write(out / "valid" / "kappa.md", "\n".join(md) + "\n")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
