@@ -12,7 +12,7 @@ __all__ = ["DADAM", "SKIPPABLE", "BenchConfig", "make_config"]
 # The DADAM options every benchmark row uses: every eligible image augmented, up to 4 patches on a normal image.
 DADAM = DadamConfig(p=1.0, max_patches=4)
 # The benchmark groups that ``--skip`` leaves out.
-SKIPPABLE = ("kornia", "dali", "naive", "offline", "train", "pipeline")
+SKIPPABLE = ("kornia", "dali", "naive", "offline", "train", "pipeline", "sampler")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class BenchConfig:
         offline_images: images the offline reference processes (one at a time, PNG written).
         train_backbone / train_size / train_batch / train_repeats: the FPSM step.
         pipeline_images / pipeline_batch / pipeline_size: the JPEG input-pipeline test.
+        sampler_rows: label rows of the sampler benchmark (:mod:`benchmarks.sampler`).
         compile: also time a ``torch.compile``'d DADAM.
         paths: also time DADAM with these forced paste paths of :func:`dadam.ops.paste_patches`.
         skip: benchmark groups not to run (names from :data:`SKIPPABLE`).
@@ -52,6 +53,7 @@ class BenchConfig:
     pipeline_images: int = 32
     pipeline_batch: int = 16
     pipeline_size: int = 448
+    sampler_rows: int = 100_000
     compile: bool = False
     paths: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
@@ -106,6 +108,7 @@ def make_config(
             pipeline_images=8,
             pipeline_batch=4,
             pipeline_size=size or 128,
+            sampler_rows=20_000,
         )
         default_batches = [8]
     elif cuda:

@@ -4,7 +4,8 @@
   paste paths, ``torch.compile``, kornia and DALI, for each ``(batch, channels, dtype)`` of the config;
 - :func:`offline_group`: the offline reference, per image and ``export()`` end to end;
 - :func:`train_group`: an FPSM training step with and without DADAM;
-- :func:`pipeline_group`: JPEG files to device batches, torch ``DataLoader`` against DALI.
+- :func:`pipeline_group`: JPEG files to device batches, torch ``DataLoader`` against DALI;
+- :func:`~benchmarks.sampler.sampler_group`: the sampler alone over 100k label rows, per companion rule.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from benchmarks.inputs import (
     write_jpegs,
 )
 from benchmarks.results import Result, add_ratios, check_targets
+from benchmarks.sampler import sampler_group
 from benchmarks.timing import (
     epoch_seconds,
     host_sync_check,
@@ -423,13 +425,14 @@ def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tup
 
     results: list[Result] = []
     wall = group_wall_s if group_wall_s is not None else {}
-    steps = len(cfg.configs) * 6 + 3
+    steps = len(cfg.configs) * 6 + 4
     with tqdm(total=steps, disable=not cfg.progress, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         for name, group in (
             ("augment", augment_group),
             ("offline", offline_group),
             ("train", train_group),
             ("pipeline", pipeline_group),
+            ("sampler", sampler_group),
         ):
             t0 = time.perf_counter()
             results += group(cfg, bar)

@@ -23,6 +23,7 @@ GROUP_COLORS = {
     "offline": "tab:red",
     "train": "tab:green",
     "pipeline": "tab:orange",
+    "sampler": "tab:cyan",
 }
 
 
@@ -84,6 +85,8 @@ def _note(r: Result) -> str:
         )
     if "extrapolated_hours" in x:
         note = f"100k images: {x['extrapolated_hours']:.2f} h, {x['extrapolated_disk_gb']:.1f} GB"
+    if "label_rows" in x:
+        note = f"{x['label_rows']} label rows in {x['seconds']:.2f} s (labels only, no pixels)"
     if "mean_active_patches" in x:
         note = f"{x['mean_active_patches']:.2f} patches/img ({x['mean_active_patches_normal']:.2f} normal)"
     if "equal_to_dadam" in x:
@@ -108,7 +111,7 @@ def format_table(results: list[Result], targets: list[dict]) -> str:
     head = ("benchmark", "B", "image", "img/s", "x naive", "x CutMix", "x offline", "roofline", "target")
     rows = []
     for r in results:
-        shape = f"{r.shape[0]}x{r.shape[1]}x{r.shape[2]} {r.dtype}" if r.shape else "-"
+        shape = f"{'x'.join(str(d) for d in r.shape)} {r.dtype}" if r.shape else "-"
         tg = "; ".join(
             f"{t['target']} {'PASS' if t['pass'] else 'MISS' if t['pass'] is False else '?'}"
             for t in r.extra.get("targets", [])
@@ -155,7 +158,7 @@ def write_png(results: list[Result], path: str | os.PathLike, *, title: str) -> 
     rows = [r for r in results if r.images_per_s]
     labels = []
     for r in rows:
-        shape = f" {r.shape[0]}x{r.shape[1]} {r.dtype}" if r.shape else ""
+        shape = f" {'x'.join(str(d) for d in r.shape[:2])} {r.dtype}" if r.shape else ""
         labels.append(f"{r.name} B={r.batch}{shape}")
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.5))
     y = list(range(len(rows)))[::-1]

@@ -18,7 +18,7 @@ CUDA_TARGETS = {
     "fpsm_overhead_pct": 0.5,
     "dadam_vs_offline": 1000.0,
 }
-CPU_TARGETS = {"dadam_vs_naive_loop": 1.0}
+CPU_TARGETS = {"dadam_vs_naive_loop": 1.0, "sampler_100k_rows_s": 3.0}
 
 ROOFLINE = "clone (memory roofline)"
 NAIVE = "naive per-sample loop"
@@ -153,6 +153,7 @@ def check_targets(results: list[Result], device: torch.device | str) -> list[dic
         out.append({"name": name, "value": value, "target": True, "op": "==", "pass": value})
 
     dadam = [r for r in results if r.name == "DADAM" and r.images_per_s]
+    sampler = [r for r in results if r.group == "sampler" and r.images_per_s]
     if torch.device(device).type == "cuda":
         f32 = next((r for r in dadam if r.batch == 256 and r.dtype == "float32" and r.shape[0] == 3), None)
         u8 = next((r for r in dadam if r.batch == 256 and r.dtype == "uint8" and r.shape[0] == 1), None)
@@ -179,10 +180,16 @@ def check_targets(results: list[Result], device: torch.device | str) -> list[dic
         hosts = [r.extra["no_host_sync"] for r in dadam if "no_host_sync" in r.extra]
         if hosts:
             check("DADAM without host sync", all(h is True for h in hosts))
+        for r in sampler:
+            if "no_host_sync" in r.extra:
+                check(f"{r.name} without host sync", r.extra["no_host_sync"] is True)
     else:
         for r in dadam:
             name = f"DADAM vs naive loop B={r.batch} {r.shape[0]}ch {r.dtype}"
             add(name, r.extra.get("speed_vs_naive_loop"), CPU_TARGETS["dadam_vs_naive_loop"], ">=", r)
+        for r in sampler:
+            name = f"{r.name}: seconds per 100k label rows"
+            add(name, r.extra.get("seconds_per_100k_rows"), CPU_TARGETS["sampler_100k_rows_s"], "<=", r)
     equal = [r.extra["equal_to_dadam"] for r in results if r.name == NAIVE and "equal_to_dadam" in r.extra]
     if equal:
         check("naive loop output == DADAM output", all(equal))

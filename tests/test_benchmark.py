@@ -292,3 +292,22 @@ def test_tiny_run_writes_table_json_and_png(tmp_path):
 
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sampler_group_rows_and_target():
+    from benchmarks.sampler import sampler_group
+
+    cfg = make_config(device="cpu", quick=True, tiny=True, progress=False)
+    cfg.sampler_rows, cfg.repeats = 5000, 2
+    rows = sampler_group(cfg)
+    assert [r.name for r in rows] == ["DADAM sampler (cooccurrence)", "DADAM sampler (correlation)"]
+    for r in rows:
+        assert r.status == "ok" and r.group == "sampler" and r.batch == 5000 and r.extra["label_rows"] == 5000
+        assert r.extra["seconds_per_100k_rows"] == pytest.approx(r.extra["seconds"] * 20)
+        assert r.images_per_s == pytest.approx(5000 / r.extra["seconds"])
+    checks = results.check_targets(rows, "cpu")
+    assert [c["name"] for c in checks] == [f"{r.name}: seconds per 100k label rows" for r in rows]
+    assert all(c["op"] == "<=" and c["target"] == 3.0 for c in checks)
+    assert "5000 label rows in" in report.format_table(rows, checks)
+    cfg.skip = ("sampler",)
+    assert all(r.status == "skipped: --skip sampler" for r in sampler_group(cfg))

@@ -35,12 +35,12 @@ def categorical(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, t
     # u * total may round up to total: the classes from the last positive one on (cdf == total) never count as
     # "below v", so such a draw lands on the last positive class (and on class 0 when every weight is 0).
     cdf = cdf.masked_fill(cdf >= total, float("inf"))  # (B, C), still non-decreasing
-    if cdf.device.type != "cpu" or torch.get_num_threads() == 1:
+    if cdf.device.type != "cpu" or torch.get_num_threads() == 1 or cdf.shape[0] >= 4096:
         idx = torch.searchsorted(cdf, v, right=True)  # (B, R)
     else:
         # the same index as a count of cdf values <= v (cdf is non-decreasing): CPU searchsorted forks its threads
         # even for a few values, which stalls a small batch on a busy machine; elementwise ops and sums fork only
-        # above torch's grain size
+        # above torch's grain size (a large batch is worth the fork: searchsorted is then the faster)
         idx = (cdf[..., None, :] <= v[..., None]).sum(-1)  # (B, R)
     return idx, total > 0
 
