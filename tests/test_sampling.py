@@ -389,7 +389,7 @@ def test_mask_errors(bank, stats, table):
 def test_tables_and_their_errors(bank, stats):
     tables, tail_mask = build_tables(bank, stats, DadamConfig())
     assert tables.row_classes.shape == (4000,) and tables.template_rows.dtype == torch.int32
-    assert torch.equal(tables.template_count, stats.template_count.float())
+    assert tables.template_count.dtype == torch.long and torch.equal(tables.template_count, stats.template_count)
     assert tables.class_bits.tolist()[:3] == [1, 2, 4] and tables.covered.sum() == 6
     corr_tables, _ = build_tables(bank, stats, DadamConfig(companions="correlation"))
     assert corr_tables.template_rows.numel() == 0 and corr_tables.row_classes.numel() == 0

@@ -56,7 +56,7 @@ def pick_in_range(
         cls: class indices, any shape, long.
         u: uniforms of the same shape.
         start: ``(C,)`` long, first entry of each class (clamped into the table, so an empty class stays indexable).
-        count: ``(C,)`` float32, entries per class.
+        count: ``(C,)`` long, entries per class (``u * count`` is computed in ``u``'s float32).
         last: ``(C,)`` long, ``count - 1`` clamped at 0.
 
     Returns:

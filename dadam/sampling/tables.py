@@ -33,10 +33,10 @@ class SamplerTables(NamedTuple):
         blend_tail_weight: ``(C,)`` float32, weights of the tail classes that trigger a blend.
         companion_weight: ``(C, C)`` float32, row t: weights of the companion classes of tail class t (0 on the
             diagonal, in the "No Finding" column and in the columns of classes the bank does not cover):
-            ``corr ** beta`` (correlation rule) or co-occurrence counts (co-occurrence rule).
+            ``corr ** beta`` (correlation rule) or ``P(j | t)`` from the co-occurrence counts (co-occurrence rule).
         patch_boxes: ``(N, 4)`` long, the bank's aligned boxes.
         patch_start: ``(C,)`` long, first patch of each class, clamped into ``[0, N)``.
-        patch_count: ``(C,)`` float32, patches per class.
+        patch_count: ``(C,)`` long, patches per class (long, so a module cast to half keeps it exact).
         patch_last: ``(C,)`` long, ``patch_count - 1`` clamped at 0.
         not_nf: ``(C,)`` bool, every class but "No Finding".
         covered: ``(C,)`` bool, the classes the bank has patches of, "No Finding" excluded.
@@ -44,7 +44,7 @@ class SamplerTables(NamedTuple):
         class_bits: ``(C,)`` int32, ``1 << c`` (bit masks of :attr:`row_classes`).
         template_rows: ``(P,)`` int32, label rows sorted by class (empty for the correlation rule).
         template_start: ``(C,)`` long, first entry of each class in ``template_rows``, clamped into ``[0, P)``.
-        template_count: ``(C,)`` float32, rows per class.
+        template_count: ``(C,)`` long, rows per class.
         template_last: ``(C,)`` long, ``template_count - 1`` clamped at 0.
         row_classes: ``(M,)`` int32, positive classes of each label row as a bit mask.
         canvas: side of the square canvas.
@@ -158,8 +158,8 @@ def _class_bits(class_index: torch.Tensor) -> torch.Tensor:
 
 
 def _ranges(start: torch.Tensor, count: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Start (clamped into ``[0, size)``), float count and last index of per-class ranges. Device ops only."""
-    return start.clamp(0, max(size - 1, 0)), count.to(torch.float32), (count - 1).clamp_min(0)
+    """Start (clamped into ``[0, size)``), count and last index of per-class ranges. Device ops only."""
+    return start.clamp(0, max(size - 1, 0)), count, (count - 1).clamp_min(0)
 
 
 def resolve_tail(
@@ -253,8 +253,9 @@ def build_tables(bank: PatchBank, stats: LabelStats, config: DadamConfig) -> tup
     tail_weight, companion_weight = sampling_weights(freq, corr, tail_mask, covered, **weights)
     blend_tail_weight = sampling_weights(freq, corr, blend_mask, torch.ones_like(covered), **weights)[0]
     if cooccurrence:  # blends draw j ~ P(j | t): the co-occurrence counts of t over the covered classes
-        counts = host["cooccurrence"].float()
-        companion_weight = torch.where(_companion_mask(covered, torch.arange(c) != nf), counts, 0.0)
+        counts = host["cooccurrence"].double()
+        p_given = counts / counts.diagonal().clamp_min(1)[:, None]  # (C, C) row t: P(j | t)
+        companion_weight = torch.where(_companion_mask(covered, torch.arange(c) != nf), p_given, 0.0).float()
     tables = tables_from_weights(
         tail_weight,
         companion_weight,
@@ -335,7 +336,7 @@ def tables_from_weights(
         class_bits=_class_bits(class_index),
         template_rows=empty_rows,
         template_start=zeros_c,
-        template_count=zeros_c.to(torch.float32),
+        template_count=zeros_c,
         template_last=zeros_c,
         row_classes=empty_rows,
         canvas=int(canvas),
