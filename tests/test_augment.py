@@ -340,6 +340,7 @@ def test_cuda_forward_has_no_host_sync(bank, stats, table, companions):
     images = make_images(64, 3, CANVAS, torch.float32).cuda()
     labels = table[:64].cuda()
     mask = torch.arange(64, device="cuda") % 2 == 0
+    weights = dict(tail_weight=aug.tail_weight.cpu(), companion_weight=aug.companion_weight.cpu())
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:  # the first call included: the tables moved with the module, nothing is built or copied per call
@@ -348,8 +349,7 @@ def test_cuda_forward_has_no_host_sync(bank, stats, table, companions):
         out, new_labels = aug(images, labels, mask=mask)
         sample(  # the functional correlation rule from CPU tensors: pinned, non-blocking copies
             labels,
-            tail_weight=aug.tail_weight.cpu(),
-            companion_weight=aug.companion_weight.cpu(),
+            **weights,
             patch_boxes=bank.boxes,
             class_start=bank.class_start,
             class_count=bank.class_count,
