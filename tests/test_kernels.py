@@ -22,7 +22,7 @@ from tests.helpers import (
 )
 
 triton = pytest.importorskip("triton")
-kernels = pytest.importorskip("dadam.kernels")
+kernels = pytest.importorskip("dadam.kernels.paste")
 
 CANVAS = 96
 FORMATS = [(1, False), (3, False), (3, True)]  # (channels, channels_last)
