@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import socket
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +15,15 @@ from PIL import Image
 from dadam.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LabelBatch,
     LabelDataset,
     ResumableSampler,
     ShardSampler,
+    SkippedImage,
     decode_image,
+    default_num_workers,
     make_loader,
+    remove_stale_worker_dirs,
     to_model_input,
 )
 from dadam.labels import CXR_LT_CLASSES
@@ -187,3 +195,75 @@ def test_decode_16bit_png_scales_to_uint8(tmp_path):
     ref = np.round(arr.astype(np.float64) * 255 / 65535).astype(np.uint8)
     assert (img[0].int() - torch.from_numpy(ref).int()).abs().max() <= 1
     assert decode_image(path, canvas=32).shape == (1, 32, 32)
+
+
+def _with_bad_rows(nih_table, tmp_path):
+    """The NIH table with row 1 pointing at a missing file and rows 3 and 4 at a file that is no image."""
+    bad = nih_table.copy()
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    bad.loc[1, "path"] = str(tmp_path / "missing.png")
+    bad.loc[[3, 4], "path"] = str(tmp_path / "broken.png")
+    return bad
+
+
+def test_skip_leaves_bad_files_out_of_their_batch(nih_table, shared_data, tmp_path, caplog):
+    ds = LabelDataset(_with_bad_rows(nih_table, tmp_path), shared_data, canvas=32, bad_images="skip")
+    good = LabelDataset(nih_table, shared_data, canvas=32)
+    skipped = ds[1]
+    assert isinstance(skipped, SkippedImage) and skipped.index == 1 and "FileNotFoundError" in skipped.reason
+    assert "missing.png" in caplog.text  # logged where it happens
+    batches = list(make_loader(ds, batch_size=3, train=False, num_workers=2))  # rows 0-2, 3-5, 6-8, 9-11
+    assert all(isinstance(b, LabelBatch) for b in batches)
+    assert [b.kept.tolist() for b in batches[:2]] == [[True, False, True], [False, False, True]]
+    assert [[s.index for s in b.skipped] for b in batches] == [[1], [3, 4], [], []]
+    images, labels, ids = batches[1]  # one image left: row 5
+    assert images.shape == (1, 1, 32, 32) and labels.shape == (1, 26) and ids.shape == (1,)
+    assert torch.equal(images[0], good[5][0]) and torch.equal(batches[0][0][1], good[2][0])
+    np.testing.assert_array_equal(labels[0].numpy(), good[5][1].numpy())
+    assert sum(b[0].shape[0] for b in batches) == len(ds) - 3
+    # a batch travels between processes with its records
+    again = pickle.loads(pickle.dumps(batches[1]))
+    assert isinstance(again, LabelBatch) and again.skipped == batches[1].skipped
+    assert torch.equal(again.kept, batches[1].kept) and torch.equal(again[0], images)
+
+
+def test_a_batch_of_bad_files_only_is_empty(nih_table, shared_data, tmp_path):
+    ds = LabelDataset(_with_bad_rows(nih_table, tmp_path), shared_data, canvas=32, bad_images="skip")
+    batch = ds.collate([ds[3], ds[4]])
+    images, labels, ids = batch
+    assert images.shape == (0, 1, 32, 32) and images.dtype == torch.uint8
+    assert labels.shape == (0, 26) and ids.shape == (0,) and batch.kept.tolist() == [False, False]
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/net/unix"), reason="needs Linux's /proc/net/unix")
+def test_stale_worker_folders_are_removed_and_live_ones_kept(tmp_path):
+    def folder(name: str, *, socket_file: bool, listening: bool = False):
+        d = tmp_path / name
+        d.mkdir()
+        if socket_file:
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(str(d / "listener-x"))
+            s.listen()
+            if not listening:
+                s.close()  # as after a kill: the file stays, nothing listens
+            return s
+        return None
+
+    folder("pymp-dead", socket_file=True)
+    live = folder("pymp-live", socket_file=True, listening=True)
+    folder("pymp-empty", socket_file=False)
+    folder("pymp-files", socket_file=False)
+    (tmp_path / "pymp-files" / "notes.txt").write_text("not a socket")
+    folder("other-dead", socket_file=True)
+    try:
+        assert remove_stale_worker_dirs(tmp_path) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other-dead", "pymp-empty", "pymp-files", "pymp-live"]
+    finally:
+        live.close()
+
+
+def test_default_num_workers_never_exceeds_the_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_num_workers() == 2  # DataLoader warns above the CPUs it may use
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert default_num_workers() == 4

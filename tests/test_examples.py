@@ -65,3 +65,26 @@ def test_mura_example(tmp_path):
     assert kappa.loc["ALL", "studies"] == len(studies)
     assert set(kappa.index) - {"ALL"} == set(studies["body_part"])
     assert kappa["kappa"].dropna().between(-1, 1).all()
+
+
+def test_mura_kappa_table_explains_its_nan():
+    """A body part with one class of studies has no AUC; called all alike too, its kappa is 0 / 0: the note says so."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("examples_mura", EXAMPLES / "mura.py")
+    mura = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mura)
+    studies = pd.DataFrame(
+        {
+            "body_part": ["HAND"] * 3 + ["WRIST"] * 4,
+            "prob": [0.1, 0.2, 0.3, 0.9, 0.2, 0.8, 0.1],
+            "label": [0, 0, 0, 1, 0, 1, 0],
+        }
+    )
+    table = mura.kappa_table(studies)
+    assert np.isnan(table.loc["HAND", "kappa"]) and np.isnan(table.loc["HAND", "AUC"])
+    assert table.loc["HAND", "note"] == (
+        "AUC undefined: every study is normal; "
+        "kappa undefined: the model also calls every study the same (chance agreement 1)"
+    )
+    assert table.loc["WRIST", "kappa"] == 1.0 and table.loc["WRIST", "note"] == ""

@@ -389,6 +389,23 @@ def test_tresnet_checkpoint_loads_into_flattened_feature_net(tmp_path):
         assert torch.equal(value, state[key.replace("body_", "body.", 1)]), key
 
 
+def test_pretrained_weights_in_the_hub_cache_load_without_network(resnet10t_checkpoint, tmp_path, monkeypatch):
+    """pretrained=True finds timm's weights in the Hugging Face cache and loads them as a local file (offline)."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    _, state = resnet10t_checkpoint
+    repo = tmp_path / "hf" / "models--timm--resnet10t.c3_in1k"  # the cache layout of a hub download
+    (repo / "snapshots" / "0123abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(repo / "snapshots" / "0123abc" / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a download attempt would fail
+    model = create_fpsm("resnet10t", num_classes=5, pretrained=True)
+    _assert_backbone_equals(model, state)
+
+
 def test_checkpoint_errors(resnet10t_checkpoint, tmp_path):
     path, _ = resnet10t_checkpoint
     with pytest.raises(FileNotFoundError, match="backbone checkpoint not found"):
@@ -455,3 +472,21 @@ def test_cuda_forward_with_dataset_ids_does_not_sync_host():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert out.probs.shape == (2, 5)
+
+
+@pytest.mark.gpu
+def test_targets_out_of_range_trip_a_device_assert_on_cuda():
+    """On CUDA the range check of the targets is a device-side assert (no host sync); it ends the CUDA context, so it
+    runs in its own process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\nfrom fpsm.loss import pyramid_loss\n"
+        "t = torch.tensor([[{}, 0.0]], device='cuda')\n"
+        "pyramid_loss([torch.zeros(1, 2, device='cuda')], t)\ntorch.cuda.synchronize()\n"
+    )
+    good = subprocess.run([sys.executable, "-c", code.format("1.0")], capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr[-2000:]
+    bad = subprocess.run([sys.executable, "-c", code.format("2.0")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "assert" in bad.stderr.lower(), bad.stderr[-2000:]

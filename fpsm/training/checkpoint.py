@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,26 +190,36 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if refused:
-            raise ValueError(
-                f"{path} was not loaded: it holds a Python object ({refused.group(1)}) besides tensors and plain "
-                "containers, and building it could run code from the file. Checkpoints of fpsm.train hold no such "
-                "object; use one written by fpsm.train (or model.pt)"
-            ) from None
-        raise ValueError(f"{path} is not a checkpoint written by torch.save ({_first_line(err)})") from None
-    except Exception as err:  # EOFError, RuntimeError (bad zip), KeyError (text read as a pickle), ...
-        raise ValueError(
-            f"{path} is not a readable checkpoint: {type(err).__name__}: {_first_line(err)} (truncated, damaged or "
-            "not written by torch.save)"
-        ) from None
+    except Exception as err:  # UnpicklingError, EOFError, RuntimeError (bad zip), KeyError (text read as a pickle)
+        raise ValueError(_unreadable(path, err)) from None
 
 
-def _first_line(err: Exception) -> str:
-    """The first line of an error message (torch's run on for paragraphs)."""
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, for a person (torch's own message suggests loading the file
+    without ``weights_only``, which is what must not happen)."""
+    if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):  # a torch.save archive with objects
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            names = []
+        listed = f" ({', '.join(names[:3])})" if names else ""
+        return (
+            f"{path} was not loaded: it holds Python objects{listed} besides tensors and plain containers, and "
+            "building them could run code from the file. Checkpoints of fpsm.train hold none; use one written by "
+            "fpsm.train (or its model.pt)"
+        )
+    if isinstance(err, pickle.UnpicklingError):
+        return (
+            f"{path} is not a readable checkpoint: not a torch.save archive, and read as a plain pickle it needs "
+            "objects beyond tensors and plain containers (a damaged file, or one crafted to run code), so it was "
+            "not loaded"
+        )
     text = str(err).strip()
-    return text.splitlines()[0] if text else "no message"
+    detail = text.splitlines()[0] if text else "no message"
+    return (
+        f"{path} is not a readable checkpoint: {type(err).__name__}: {detail} (truncated, damaged or not written by "
+        "torch.save)"
+    )
 
 
 def check_checkpoint(checkpoint: Any, *, source: str | os.PathLike = "checkpoint") -> dict[str, Any]:

@@ -163,9 +163,12 @@ class RunLog:
         if not enabled:
             return
         self.train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS, keep_until=resumed_at)
-        self.bad_image_log = CsvLog(self.run_dir / "bad_images.csv", BAD_IMAGE_FIELDS, keep_until=resumed_at)
-        if resumed_at is None and self.eval_log.exists():
-            self.eval_log.unlink()
+        bad = self.run_dir / "bad_images.csv"  # written from the first bad image on
+        if resumed_at is not None and bad.is_file():
+            self.bad_image_log = CsvLog(bad, BAD_IMAGE_FIELDS, keep_until=resumed_at)
+        if resumed_at is None:
+            self.eval_log.unlink(missing_ok=True)
+            bad.unlink(missing_ok=True)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -188,8 +191,10 @@ class RunLog:
 
     def bad_images(self, per_rank: Sequence[Sequence[tuple[int, int, str, Any]]]) -> None:
         """Rows of ``bad_images.csv``: ``per_rank[r]`` holds ``(step, epoch, phase, SkippedImage)`` of rank ``r``."""
-        if not self.enabled:
+        if not self.enabled or not any(per_rank):
             return
+        if self.bad_image_log is None:
+            self.bad_image_log = CsvLog(self.run_dir / "bad_images.csv", BAD_IMAGE_FIELDS, keep_until=None)
         new = 0
         for rank, entries in enumerate(per_rank):
             for step, epoch, phase, skipped in entries:
