@@ -71,7 +71,9 @@ def decode_image(path: str | os.PathLike, *, canvas: int | None = None) -> torch
     JPEG goes through ``torchvision.io.decode_jpeg`` (libjpeg-turbo); every other format (PNG, TIFF, 16-bit files,
     ...) and DICOM through :func:`dadam.io.read_image` (PIL / pydicom). PNG is left to PIL on purpose: torchvision's
     libpng decoder ends the process with a segmentation fault on a PNG whose image data is short, where PIL raises
-    an error. RGB(A) files are converted to luma; 16-bit files are scaled by their full range.
+    an error. (A PNG whose compressed stream ends cleanly but early decodes with its missing rows black, as in every
+    PIL-based loader; a stream cut short raises.) RGB(A) files are converted to luma; 16-bit files are scaled by
+    their full range.
 
     Args:
         path: image file (``.jpg``, ``.png``, ``.dcm``, ...).

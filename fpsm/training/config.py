@@ -122,7 +122,7 @@ class TrainConfig:
     out_dir: str = _field("run", "runs/fpsm")
     canvas: int = _field("data", 448)
     loader: str = _field("data", "torch")
-    num_workers: int = _field("data", default_num_workers(), "decoding worker processes (default: min(4, CPUs))")
+    num_workers: int = _field("data", default_num_workers(), "decoding worker processes: 4, or the CPUs when fewer")
     batch_size: int = _field("data", 32)
     eval_batch_size: int | None = _field("data", None)
     bad_images: str = _field(
