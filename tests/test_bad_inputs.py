@@ -32,6 +32,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dadam import DiseasedAreaAugment, LabelStats
 from dadam.bank import PatchBank
 from dadam.data import LabelDataset, decode_image, make_loader
 from dadam.files import tensor_digest
@@ -45,7 +46,7 @@ from fpsm.model import create_fpsm
 from fpsm.train import TrainConfig, fit
 from fpsm.train import main as train_main
 from fpsm.training import check_checkpoint, load_checkpoint_weights, read_checkpoint, restore_checkpoint
-from tests.helpers import make_bank
+from tests.helpers import make_bank, make_label_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 32  # image side and training canvas of the tiny runs
@@ -798,7 +799,127 @@ CASES = [
         FileNotFoundError,
         r"127\.0\.0\.1:9 cannot be reached.*checkpoint_path=.*pretrained_cfg_overlay=",
     ),
+    # ---- DADAM options and inputs
+    (
+        "dadam-float-images-0-255",
+        lambda c: _dadam_call(images=_dadam_images() * 255),
+        ValueError,
+        r"images \(torch\.float32\) must be in \[0, 1\], got values in \[.*254",
+    ),
+    (
+        "dadam-float-images-normalised",
+        lambda c: _dadam_call(images=_dadam_images() - 0.5),
+        ValueError,
+        r"must be in \[0, 1\], got values in \[-0\.4",
+    ),
+    (
+        "dadam-label-2",
+        lambda c: _dadam_call(labels=_dadam_labels(0, 2.0)),
+        ValueError,
+        r"labels must be 0, 1 or NaN \(unknown\).*e\.g\. 2",
+    ),
+    (
+        "dadam-label-uncertain",
+        lambda c: _dadam_call(labels=_dadam_labels(3, -1.0)),
+        ValueError,
+        r"labels must be 0, 1 or NaN.*e\.g\. -1",
+    ),
+    (
+        "dadam-mask-shape",
+        lambda c: _dadam_call(mask=torch.ones(3, dtype=torch.bool)),
+        ValueError,
+        r"mask must be a \(4,\) torch\.bool tensor.*shape \(3,\)",
+    ),
+    ("dadam-mask-dtype", lambda c: _dadam_call(mask=torch.ones(4)), ValueError, r"mask must be .*dtype torch\.float32"),
+    (
+        "dadam-image-size",
+        lambda c: _dadam_call(images=_dadam_images()[..., :16]),
+        ValueError,
+        r"images are 32x16 but the patch bank's canvas is 32x32",
+    ),
+    (
+        "dadam-image-dtype",
+        lambda c: _dadam_call(images=_dadam_images().double()),
+        ValueError,
+        r"images dtype must be one of .*got torch\.float64",
+    ),
+    ("dadam-gamma-inf", lambda c: _dadam_module(gamma=float("inf")), ValueError, r"gamma must be at most 6 .*got inf"),
+    ("dadam-beta-huge", lambda c: _dadam_module(beta=1e6), ValueError, r"beta must be at most 6 .*got 1000000"),
+    (
+        "dadam-gamma-negative",
+        lambda c: _dadam_module(gamma=-1.0),
+        ValueError,
+        r"gamma and beta must be >= 0, got gamma=-1",
+    ),
+    (
+        "dadam-seed-too-large",
+        lambda c: _dadam_module(generator=2**70),
+        ValueError,
+        r"generator seed must fit in 64 bits, got 1180591620717411303424",
+    ),
+    (
+        "dadam-tail-float",
+        lambda c: _dadam_module(tail=[1.5]),
+        ValueError,
+        r"tail classes must be class names or int indices, got 1\.5",
+    ),
+    ("dadam-tail-unknown", lambda c: _dadam_module(tail=["Flu"]), ValueError, r"tail class 'Flu' is not one of"),
+    ("dadam-p", lambda c: _dadam_module(p=1.5), ValueError, r"p must be in \[0, 1\], got 1\.5"),
+    ("dadam-alpha", lambda c: _dadam_module(alpha=0.0), ValueError, r"alpha must be in \(0, 1\], got 0"),
+    (
+        "dadam-jitter-nan",
+        lambda c: _dadam_module(jitter=float("nan")),
+        ValueError,
+        r"jitter must be in \[0, 1\], got nan",
+    ),
+    (
+        "dadam-companions",
+        lambda c: _dadam_module(companions="rho"),
+        ValueError,
+        r"companions must be one of .*got 'rho'",
+    ),
+    (
+        "dadam-stats-without-rows",
+        lambda c: _dadam_module(stats=_dadam_stats_without_rows()),
+        ValueError,
+        r"companions='cooccurrence' draws real label rows, but these LabelStats hold none",
+    ),
+    (
+        "dadam-stats-empty-table",
+        lambda c: LabelStats.from_labels(torch.zeros(0, 26)),
+        ValueError,
+        r"the label table has no rows \(shape \(0, 26\)\)",
+    ),
 ]
+
+
+def _dadam_module(*, stats: LabelStats | None = None, generator=0, **options) -> DiseasedAreaAugment:
+    """A DADAM module on a small bank (32 px canvas) and the statistics of 400 random label rows."""
+    table = make_label_table(400)
+    return DiseasedAreaAugment(
+        make_bank(canvas=32, max_size=8), stats or LabelStats.from_labels(table), generator=generator, **options
+    )
+
+
+def _dadam_images() -> torch.Tensor:
+    return torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))  # (4, 1, 32, 32) in [0, 1)
+
+
+def _dadam_labels(row: int, value: float) -> torch.Tensor:
+    labels = make_label_table(4, seed=1)
+    labels[row, 0] = value
+    return labels
+
+
+def _dadam_call(*, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, mask=None):
+    images = _dadam_images() if images is None else images
+    labels = make_label_table(4, seed=1) if labels is None else labels
+    return _dadam_module()(images, labels, mask=mask)
+
+
+def _dadam_stats_without_rows() -> LabelStats:
+    full = LabelStats.from_labels(make_label_table(400))
+    return LabelStats(full.freq, full.corr, num_samples=full.num_samples)
 
 
 def _torch_save(path: Path, obj) -> Path:
