@@ -11,21 +11,25 @@ from torch import nn
 from dadam.bank import PatchBank
 from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
-from dadam.ops import SUPPORTED_DTYPES, paste_patches
+from dadam.ops import SUPPORTED_DTYPES, check_image_values, paste_backend, paste_patches
 from dadam.sampling import DadamParams, SamplerTables, apply_labels, build_tables, sample_batch
 from dadam.stats import LabelStats
 
 __all__ = ["DiseasedAreaAugment", "check_image_values", "check_label_values"]
 
 
-def check_label_values(labels: torch.Tensor) -> None:
+def check_label_values(labels: torch.Tensor, *, ok: torch.Tensor | None = None) -> None:
     """Labels must be 0, 1 or NaN (unknown). On the CPU a ``ValueError`` names the values found; on a GPU a
-    device-side assert (``torch._assert_async``, no host sync) stops the process at the next synchronisation."""
-    ok = (labels == 0) | (labels == 1) | torch.isnan(labels)  # (B, C)
+    device-side assert (``torch._assert_async``, no host sync) stops the process at the next synchronisation, or,
+    with a caller's ``ok`` word (:mod:`dadam.kernels`), 0 is stored into ``ok`` and the caller asserts it."""
+    ok_values = (labels == 0) | (labels == 1) | torch.isnan(labels)  # (B, C)
     if labels.device.type != "cpu":
-        torch._assert_async(ok.all(), "DADAM: labels must be 0, 1 or NaN (unknown)")
-    elif not bool(ok.all()):
-        bad = labels[~ok]
+        if ok is not None:
+            ok.mul_(ok_values.all())
+        else:
+            torch._assert_async(ok_values.all(), "DADAM: labels must be 0, 1 or NaN (unknown)")
+    elif not bool(ok_values.all()):
+        bad = labels[~ok_values]
         raise ValueError(
             f"labels must be 0, 1 or NaN (unknown), got {bad.numel()} other values in "
             f"[{float(bad.min()):g}, {float(bad.max()):g}] (e.g. {float(bad[0]):g}); map soft or uncertain labels "
@@ -33,20 +37,11 @@ def check_label_values(labels: torch.Tensor) -> None:
         )
 
 
-def check_image_values(images: torch.Tensor) -> None:
-    """Float images must be in ``[0, 1]`` (uint8 always is in range). On the CPU a ``ValueError`` names the range
-    found; on a GPU a device-side assert (``torch._assert_async``, no host sync) stops the process at the next
-    synchronisation."""
-    if not images.is_floating_point() or images.numel() == 0:
-        return
-    low, high = torch.aminmax(images)  # NaN propagates and fails the test below
-    if images.device.type != "cpu":
-        torch._assert_async((low >= 0) & (high <= 1), "DADAM: float images must be in [0, 1]")
-    elif not (float(low) >= 0 and float(high) <= 1):
-        raise ValueError(
-            f"images ({images.dtype}) must be in [0, 1], got values in [{float(low):g}, {float(high):g}]; apply "
-            "DADAM to images scaled to [0, 1] (or uint8), before normalising them"
-        )
+# The one device-side assert of a forward on a GPU (every input check of the call folded into one ``ok`` word).
+CHECK_MESSAGE = (
+    "DADAM: bad input on the GPU: labels outside {0, 1, NaN}, float images outside [0, 1] (or NaN), or overlapping "
+    "patches in replayed params; the same call on the CPU raises a ValueError naming the values"
+)
 
 
 class DiseasedAreaAugment(nn.Module):
@@ -61,7 +56,13 @@ class DiseasedAreaAugment(nn.Module):
 
     Pixel values: the bank's uint8 pixels keep their scale for uint8 images; float images (float16, bfloat16,
     float32) must be in ``[0, 1]`` and get ``pixels / 255`` (apply DADAM before normalising). Labels must be 0, 1 or
-    NaN (unknown). Out-of-range values raise a ``ValueError`` on the CPU and a device-side assert on a GPU.
+    NaN (unknown). Out-of-range values raise a ``ValueError`` on the CPU and a device-side assert on a GPU (one per
+    call, no host sync: see :mod:`dadam.kernels`).
+
+    Speed on a GPU: a forward is a few kernel launches and never syncs with the host. ``inplace=True`` (on
+    :meth:`forward` and :meth:`apply`) writes only the patch pixels into the caller's images and returns that same
+    tensor; the default returns a new tensor (one kernel writes every output pixel). :attr:`backend` names the paste
+    backend in use.
 
     Randomness: ``generator`` may be a ``torch.Generator`` (must live on the images' device), an ``int`` seed (a
     generator per device is created from it on first use, so a fresh module with the same seed repeats its
@@ -210,14 +211,20 @@ class DiseasedAreaAugment(nn.Module):
             self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[device]
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
+    @property
+    def backend(self) -> str:
+        """The paste backend on the module's device: ``"triton"``, ``"torch-vectorised (triton unavailable:
+        <reason>)"`` or ``"cpu-loop"`` (:func:`dadam.ops.paste_backend`)."""
+        return paste_backend(self.pixels.device)
+
+    def _check_labels(self, labels: torch.Tensor, *, ok: torch.Tensor | None = None) -> None:
         if labels.ndim != 2 or labels.shape[1] != len(self.class_names):
             raise ValueError(f"labels must be (B, {len(self.class_names)}), got shape {tuple(labels.shape)}")
         if labels.device != self.tail_weight.device:
             raise ValueError(
                 f"labels are on {labels.device}, the module on {self.tail_weight.device}: call aug.to(device)"
             )
-        check_label_values(labels)
+        check_label_values(labels, ok=ok)
 
     def sample(self, labels: torch.Tensor, *, mask: torch.Tensor | None = None) -> DadamParams:
         """Draw the params for a batch of labels alone (no pixels): for audits and offline export.
@@ -238,8 +245,16 @@ class DiseasedAreaAugment(nn.Module):
         generator = self._generator_for(labels.device)
         return sample_batch(labels, self.tables, self.config, generator=generator, mask=mask)
 
-    def apply(self, images: torch.Tensor, params: DadamParams, *, path: str = "auto") -> torch.Tensor:
-        """Paste/blend the patches of ``params`` into ``images`` (no randomness). See :func:`dadam.ops.paste_patches`."""
+    def apply(
+        self, images: torch.Tensor, params: DadamParams, *, path: str = "auto", inplace: bool = False
+    ) -> torch.Tensor:
+        """Paste/blend the patches of ``params`` into ``images`` (no randomness). See :func:`dadam.ops.paste_patches`.
+
+        With ``inplace=True`` the patches are written into ``images`` and ``images`` itself is returned.
+        """
+        return self._paste(images, params, path=path, inplace=inplace, ok=None)
+
+    def _paste(self, images, params, *, path="auto", inplace=False, ok=None) -> torch.Tensor:
         return paste_patches(
             images,
             self.pixels,
@@ -251,6 +266,8 @@ class DiseasedAreaAugment(nn.Module):
             params.alpha,
             max_size=self.max_size,
             path=path,
+            inplace=inplace,
+            ok=ok,
         )
 
     def forward(
@@ -261,6 +278,7 @@ class DiseasedAreaAugment(nn.Module):
         params: DadamParams | None = None,
         return_params: bool = False,
         mask: torch.Tensor | None = None,
+        inplace: bool = False,
     ):
         """Augment a batch.
 
@@ -273,10 +291,13 @@ class DiseasedAreaAugment(nn.Module):
             return_params: also return the params.
             mask: ``(B,)`` bool on the labels' device: only these samples may change (``p`` still applies); None:
                 all. Not with ``params`` (they already say which samples change).
+            inplace: write the patches into ``images`` and return ``images`` itself (the caller's tensor is
+                modified: the returned images alias the input). Default: a new tensor, the input untouched.
 
         Returns:
-            ``(images, labels)`` or ``(images, labels, params)``; new tensors, inputs untouched. An empty batch is
-            returned unchanged (with empty params).
+            ``(images, labels)`` or ``(images, labels, params)``; new labels (the input labels are never modified)
+            and new images (or ``images`` itself with ``inplace``). An empty batch is returned unchanged (with empty
+            params).
         """
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
@@ -290,12 +311,18 @@ class DiseasedAreaAugment(nn.Module):
             )
         if images.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"images dtype must be one of {SUPPORTED_DTYPES}, got {images.dtype}")
-        self._check_labels(labels)
-        if labels.shape[0] != B:
-            raise ValueError(f"images and labels differ in batch size: {B} and {labels.shape[0]}")
         if images.device != labels.device:
             raise ValueError(f"images are on {images.device}, labels on {labels.device}")
-        check_image_values(images)
+        ok = None
+        if images.device.type != "cpu":  # every check of the call folds into one ok word, asserted once at the end
+            from dadam.kernels import new_ok_flag
+
+            ok = new_ok_flag(images.device)
+        self._check_labels(labels, ok=ok)
+        if labels.shape[0] != B:
+            raise ValueError(f"images and labels differ in batch size: {B} and {labels.shape[0]}")
+        if ok is None:
+            check_image_values(images)  # on a GPU: checked by the paste
         if params is None:
             params = self._draw(labels, mask)
         else:
@@ -308,5 +335,9 @@ class DiseasedAreaAugment(nn.Module):
             params = dataclasses.replace(params, labels=apply_labels(labels, params, soft_label=self.soft_label))
         if B == 0:  # empty batch: returned as is
             return (images, labels, params) if return_params else (images, labels)
-        out = self.apply(images, params)
+        out = self._paste(images, params, inplace=inplace, ok=ok)
+        if ok is not None:
+            from dadam.kernels import assert_ok
+
+            assert_ok(ok, CHECK_MESSAGE)
         return (out, params.labels, params) if return_params else (out, params.labels)

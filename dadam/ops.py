@@ -8,6 +8,10 @@ Value convention (both paths, bit-identical): with the patch pixel ``q`` (uint8 
 - ``a == 1`` gives exactly the patch (``q``, or ``q / 255`` cast to the image dtype), whatever the background.
 
 Rounding to uint8 is defined once, in :func:`round_to_uint8` (half to even, clamped to 0..255).
+
+Backends (:func:`paste_backend`): on CUDA the Triton kernels of :mod:`dadam.kernels` (``"triton"``), or the
+vectorised torch path when Triton is missing or cannot build its kernel on this machine (the reason is in the warning
+and in the backend string); on the CPU the slice loop (``"cpu-loop"``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["blend_values", "paste_patches", "round_to_uint8"]
+__all__ = ["OVERLAP_MESSAGE", "blend_values", "check_image_values", "paste_backend", "paste_patches", "round_to_uint8"]
 
 SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
+# The device-side assert of overlapping active patches (a ValueError with the sample and slots on the CPU).
+OVERLAP_MESSAGE = "DADAM: two active patches of one sample share image pixels (were replayed params edited?)"
 _TRASH = 1024  # distinct trash slots of the vectorised path
 _INT32_LIMIT = 2**31  # the vectorised path indexes with int32 below this many elements
 
@@ -58,6 +64,22 @@ def blend_values(patch: torch.Tensor, background: torch.Tensor, alpha: torch.Ten
     return round_to_uint8(v) if background.dtype == torch.uint8 else v.to(background.dtype)
 
 
+def check_image_values(images: torch.Tensor) -> None:
+    """Float images must be in ``[0, 1]`` (uint8 always is in range). On the CPU a ``ValueError`` names the range
+    found; on a GPU a device-side assert (``torch._assert_async``, no host sync) stops the process at the next
+    synchronisation."""
+    if not images.is_floating_point() or images.numel() == 0:
+        return
+    low, high = torch.aminmax(images)  # NaN propagates and fails the test below
+    if images.device.type != "cpu":
+        torch._assert_async((low >= 0) & (high <= 1), "DADAM: float images must be in [0, 1]")
+    elif not (float(low) >= 0 and float(high) <= 1):
+        raise ValueError(
+            f"images ({images.dtype}) must be in [0, 1], got values in [{float(low):g}, {float(high):g}]; apply "
+            "DADAM to images scaled to [0, 1] (or uint8), before normalising them"
+        )
+
+
 def _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha) -> None:
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
@@ -77,6 +99,46 @@ def _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha) -> N
             raise ValueError(f"{name} must have shape {shape} for {B} images, got {tuple(t.shape)}")
     if offsets.ndim != 1 or sizes.shape != (offsets.shape[0], 2):
         raise ValueError(f"offsets (N,) and sizes (N, 2) do not match: {tuple(offsets.shape)}, {tuple(sizes.shape)}")
+    named = {"pixels": pixels, "offsets": offsets, "sizes": sizes, "boxes": boxes, "patch_ids": patch_ids}
+    for name, t in {**named, "active": active, "alpha": alpha}.items():
+        if t.device != images.device:
+            raise ValueError(f"{name} is on {t.device} but images are on {images.device}")
+
+
+def _overlaps(sizes, boxes, patch_ids, active, H, W) -> torch.Tensor:
+    """``(B, K, K)`` bool: active slots ``k != j`` of a sample whose patches share an image pixel (no host sync)."""
+    h, w = sizes[patch_ids].unbind(-1)  # (B, K) each
+    x0, y0 = boxes[..., 0], boxes[..., 1]
+    lo = torch.stack([x0.clamp(min=0), y0.clamp(min=0)], -1)  # (B, K, 2) the patch clipped to the image
+    hi = torch.stack([(x0 + w).clamp(max=W), (y0 + h).clamp(max=H)], -1)
+    meet = (torch.maximum(lo[:, :, None], lo[:, None]) < torch.minimum(hi[:, :, None], hi[:, None])).all(-1)
+    K = active.shape[1]
+    others = ~torch.eye(K, dtype=torch.bool, device=active.device)  # (K, K)
+    return meet & active[:, :, None] & active[:, None] & others  # (B, K, K)
+
+
+def _check_overlaps_cpu(sizes, boxes, patch_ids, active, H, W) -> None:
+    clash = _overlaps(sizes, boxes, patch_ids, active, H, W)  # (B, K, K)
+    if bool(clash.any()):  # CPU-only path
+        b, k, j = (int(v) for v in clash.nonzero()[0])  # CPU-only path
+        raise ValueError(
+            f"active patches of one sample must not overlap: sample {b}, slots {k} and {j} (boxes "
+            f"{boxes[b, k].tolist()} and {boxes[b, j].tolist()}, patches {int(patch_ids[b, k])} and "  # CPU-only path
+            f"{int(patch_ids[b, j])}) share image pixels; the sampler never places them so: were the params edited?"
+        )
+
+
+def _check_on_device(images, sizes, boxes, patch_ids, active, ok) -> None:
+    """The torch paths on a GPU: overlaps (and, with ``ok``, float values) folded into ``ok`` or asserted."""
+    _, _, H, W = images.shape
+    fine = ~_overlaps(sizes, boxes, patch_ids, active, H, W).any()
+    if ok is None:
+        torch._assert_async(fine, OVERLAP_MESSAGE)
+        return
+    if images.is_floating_point() and images.numel():
+        low, high = torch.aminmax(images)
+        fine = fine & (low >= 0) & (high <= 1)
+    ok.mul_(fine)
 
 
 def paste_patches(
@@ -91,32 +153,44 @@ def paste_patches(
     *,
     max_size: tuple[int, int],
     path: str = "auto",
+    inplace: bool = False,
+    ok: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Paste (``alpha = 1``) or blend bank patches into images, out of place.
+    """Paste (``alpha = 1``) or blend bank patches into images, out of place (default) or in place.
 
     Patch ``patch_ids[b, k]`` (``sizes[id] = (h, w)`` pixels starting at ``pixels[offsets[id]]``) goes to the
     canvas region starting at ``boxes[b, k, :2] = (x0, y0)``, i.e. ``[y0, y0 + h) x [x0, x0 + w)`` (the box's
     ``x1, y1`` are not read; :func:`dadam.sampling.sample` keeps them equal to ``x0 + w, y0 + h``), the same
     grayscale value in every channel. Pixels of a region outside the image are dropped. Active patches of one
-    sample must not overlap (the sampler guarantees it); where they do, the result is undefined.
+    sample must not share an image pixel (the sampler never places them so): on the CPU that raises a
+    ``ValueError``, on a GPU a device-side assert (no host sync).
 
-    Three paths with bit-identical results: ``"triton"`` (a clone plus one Triton kernel launch that writes only
-    the patch pixels, see :mod:`dadam.kernels`; the default on CUDA when Triton imports; on CPU tensors it runs
-    under Triton's slow interpreter, for tests), ``"vectorised"`` (pure torch: one gather/scatter per channel over a
-    padded ``(B, K, max_h, max_w)`` grid of patch pixels, no host sync; the default on CUDA without Triton) and
-    ``"loop"`` (slicing one active patch at a time with host-side ints; the default on CPU). ``"auto"`` picks by
-    device.
+    Paths with bit-identical results: ``"triton"`` (:mod:`dadam.kernels`: out of place, one kernel writes every
+    output pixel; in place, one kernel writes only the patch pixels; on CPU tensors it runs under Triton's slow
+    interpreter, for tests), ``"vectorised"`` (pure torch: one gather/scatter per channel over a padded
+    ``(B, K, max_h, max_w)`` grid of patch pixels, no host sync) and ``"loop"`` (slicing one active patch at a time
+    with host-side ints). ``"auto"`` takes the backend of :func:`paste_backend`: the loop on the CPU; Triton on a GPU,
+    or the vectorised path when Triton is missing or cannot build its kernel here (one ``RuntimeWarning`` with the
+    reason; any other error propagates).
 
     Args:
-        images: ``(B, C, H, W)`` uint8, float16, bfloat16 or float32 (float in [0, 1]); contiguous or channels_last.
+        images: ``(B, C, H, W)`` uint8, float16, bfloat16 or float32 (float in [0, 1]); any strides (contiguous and
+            channels_last are kept).
         pixels: ``(P,)`` uint8 flat patch buffer (``bank.pixels``); offsets ``(N,)``, sizes ``(N, 2)`` (h, w).
         boxes: ``(B, K, 4)`` long xyxy canvas pixels; patch_ids ``(B, K)`` long; active ``(B, K)`` bool;
             alpha ``(B, K)`` float weights of the patch (1.0 paste).
-        max_size: ``(max_h, max_w)`` of the bank's patches (``bank.max_size``), for the padded grid.
+        max_size: ``(max_h, max_w)`` of the bank's patches (``bank.max_size``), for the vectorised path's grid.
         path: ``"auto"``, ``"triton"``, ``"vectorised"`` or ``"loop"``.
+        inplace: write the patches into ``images`` and return ``images`` itself: the caller's tensor is modified
+            (aliasing: the result *is* the input). Needs images whose elements do not share memory and that
+            autograd lets be modified. Default: a new tensor.
+        ok: a caller's ``(1,)`` int32 ``ok`` word (:func:`dadam.kernels.new_ok_flag`): on a GPU the op also checks
+            float pixels in ``[0, 1]`` (those it reads: every pixel out of place, the background under blends in
+            place) and stores 0 into ``ok`` on a bad value or overlapping patches instead of asserting; the caller
+            asserts ``ok`` once. On the CPU both checks raise a ``ValueError`` and ``ok`` is left alone.
 
     Returns:
-        a new tensor like ``images`` (same shape, dtype, device and memory format).
+        a new tensor like ``images`` (same shape, dtype, device and memory format), or ``images`` when ``inplace``.
 
     Shape:
         images ``(B, C, H, W)``, boxes ``(B, K, 4)``, patch_ids / active / alpha ``(B, K)`` -> ``(B, C, H, W)``.
@@ -126,47 +200,100 @@ def paste_patches(
         ...                     params.patch_ids, params.active, params.alpha, max_size=bank.max_size)
     """
     _check(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    if path not in ("auto", "triton", "vectorised", "loop"):
+        raise ValueError(f"path must be 'auto', 'triton', 'vectorised' or 'loop', got {path!r}")
+    if inplace and any(s == 0 and n > 1 for s, n in zip(images.stride(), images.shape, strict=True)):
+        raise ValueError(
+            f"inplace=True needs images whose elements do not share memory, got strides {images.stride()} for shape "
+            f"{tuple(images.shape)} (an expanded tensor); pass images.contiguous() or use inplace=False"
+        )
+    if ok is not None and (ok.shape != (1,) or ok.dtype != torch.int32 or ok.device != images.device):
+        raise ValueError(
+            f"ok must be a (1,) torch.int32 tensor on {images.device} (dadam.kernels.new_ok_flag), got shape "
+            f"{tuple(ok.shape)}, dtype {ok.dtype}, device {ok.device}"
+        )
     args = (images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+    cpu = images.device.type == "cpu" and not torch.compiler.is_compiling()  # compiled: the device-side checks
+    if cpu:
+        _check_overlaps_cpu(sizes, boxes, patch_ids, active, *images.shape[2:])
+        if ok is not None:
+            check_image_values(images)
     if path == "auto":
-        if images.device.type == "cpu":
-            return _paste_loop(*args)
-        return _paste_triton_or_vectorised(*args, max_size=max_size)
+        path = "loop" if cpu else _gpu_path()
+        if path == "triton":
+            try:
+                return _triton(*args, inplace=inplace, ok=ok)
+            except Exception as e:
+                from dadam.kernels import KernelBuildError
+
+                if not isinstance(e, KernelBuildError):
+                    raise
+                _fall_back(f"{type(e).__name__}: {e}")
+                path = "vectorised"
     if path == "triton":
-        from dadam.kernels import paste_patches_triton
-
-        return paste_patches_triton(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size=max_size)
-    if path == "vectorised":
-        return _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, max_size)
+        return _triton(*args, inplace=inplace, ok=ok)
+    if not cpu:
+        _check_on_device(images, sizes, boxes, patch_ids, active, ok)  # asserted, or folded into ok
     if path == "loop":
-        return _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
-    raise ValueError(f"path must be 'auto', 'triton', 'vectorised' or 'loop', got {path!r}")
+        return _paste_loop(*args, inplace=inplace)
+    out = _paste_vectorised(*args, max_size)
+    return images.copy_(out) if inplace else out
 
 
-_triton_failure: str | None = None  # why the Triton kernel could not run in this process (then: vectorised)
+def _triton(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, *, inplace, ok):
+    from dadam.kernels import paste_patches_triton
+
+    return paste_patches_triton(
+        images,
+        pixels,
+        offsets,
+        sizes,
+        boxes,
+        patch_ids,
+        active,
+        alpha,
+        inplace=inplace,
+        ok=ok,
+        check_values=ok is not None,
+    )
 
 
-def _paste_triton_or_vectorised(*args, max_size):
-    """The default on a GPU: the Triton kernel, or the vectorised path when Triton is missing or cannot run.
+_triton_failure: str | None = None  # why the Triton kernels cannot run in this process (then: vectorised)
 
-    Triton compiles its launcher with the host's C compiler on first use; an image without one (or any other failure
-    of the first launch) must not stop training, so the failure is reported once as a warning and the bit-identical
-    pure-torch path takes over for the rest of the process. ``path="triton"`` still raises.
+
+def paste_backend(device: torch.device | str) -> str:
+    """The backend ``path="auto"`` uses on ``device``: ``"cpu-loop"``, ``"triton"``, or
+    ``"torch-vectorised (triton unavailable: <reason>)"`` when Triton is missing or could not build its kernel in this
+    process (tried on the first GPU call).
+
+    Example:
+        >>> paste_backend("cpu")
+        'cpu-loop'
     """
-    global _triton_failure
-    if _triton_failure is None and _has_triton():
-        from dadam.kernels import paste_patches_triton
+    if torch.device(device).type == "cpu":
+        return "cpu-loop"
+    if _gpu_path() == "triton":
+        return "triton"
+    return f"torch-vectorised (triton unavailable: {_triton_failure})"
 
-        try:
-            return paste_patches_triton(*args, max_size=max_size)
-        except Exception as e:  # noqa: BLE001 - any failure of the kernel's build or launch
-            _triton_failure = f"{type(e).__name__}: {e}"
-            warnings.warn(
-                f"DADAM's Triton paste kernel cannot run here ({_triton_failure}); using the vectorised torch path "
-                "(same values, more memory traffic)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    return _paste_vectorised(*args, max_size)
+
+def _gpu_path() -> str:
+    global _triton_failure
+    if _triton_failure is None and not _has_triton():
+        _triton_failure = "the triton package does not import"
+    return "triton" if _triton_failure is None else "vectorised"
+
+
+def _fall_back(reason: str) -> None:
+    """Record why Triton cannot run here and warn once; the bit-identical vectorised path takes over."""
+    global _triton_failure
+    _triton_failure = reason
+    warnings.warn(
+        f"DADAM's Triton kernels cannot run here ({reason}); using the vectorised torch path for the rest of the "
+        "process (same values, more launches and memory traffic)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _has_triton() -> bool:
@@ -223,7 +350,7 @@ def _paste_vectorised(images, pixels, offsets, sizes, boxes, patch_ids, active, 
     return out
 
 
-def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
+def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, *, inplace=False):
     """CPU-only path: one slice assignment per active patch, with host-side ints (free on the CPU).
 
     Works on NumPy views of the output and the bank (about 1 us per slice instead of torch's ~5 us per op), with
@@ -234,9 +361,9 @@ def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     images that require grad take :func:`_paste_loop_torch`.
     """
     if images.device.type != "cpu" or images.dtype == torch.bfloat16 or images.requires_grad or pixels.requires_grad:
-        return _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
+        return _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, inplace=inplace)
     B, C, H, W = images.shape
-    out = images.clone(memory_format=torch.preserve_format)
+    out = images if inplace else images.clone(memory_format=torch.preserve_format)
     if out.numel() == 0 or active.numel() == 0:
         return out
     K = active.shape[1]
@@ -275,7 +402,7 @@ def _paste_loop(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha)
     return out
 
 
-def _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha):
+def _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, *, inplace=False):
     """CPU-only path of :func:`_paste_loop` in torch ops (any dtype, autograd): one slice assignment per patch.
 
     Same values as :func:`blend_values`, with fewer ops: a paste (``alpha >= 1``) copies the patch (``q / 255`` for
@@ -283,7 +410,7 @@ def _paste_loop_torch(images, pixels, offsets, sizes, boxes, patch_ids, active, 
     same separately rounded float32 operations (IEEE ``+`` and ``*`` commute, so the operand order is free).
     """
     B, C, H, W = images.shape
-    out = images.clone(memory_format=torch.preserve_format)
+    out = images if inplace else images.clone(memory_format=torch.preserve_format)
     if out.numel() == 0 or active.numel() == 0:
         return out
     K = active.shape[1]

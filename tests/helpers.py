@@ -3,9 +3,10 @@ images and label tables, slow obviously-correct references of DADAM's ops, and t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -16,8 +17,10 @@ from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 
 __all__ = [
     "SHARED_DATA",
+    "DeviceLog",
     "assert_same_format",
     "check_op",
+    "fake_cuda",
     "make_bank",
     "make_images",
     "make_label_table",
@@ -85,6 +88,7 @@ def check_op(
     other_args: Mapping[str, object] | None = None,
     reference: Callable[..., torch.Tensor] | None = None,
     cuda: bool = False,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Check an image op ``op(images, **batch_args, **other_args)`` the way torchvision's ``check_kernel`` does.
 
@@ -93,6 +97,9 @@ def check_op(
     images), empty batch gives an empty output of the same format, equal to ``reference`` when given (exactly),
     and, with ``cuda=True``, CPU output == CUDA output exactly.
 
+    With ``inplace=True`` the op writes into its images and returns them: every call gets a fresh copy of the images,
+    must return that very tensor (same object, same storage) and leaves every other input untouched.
+
     Returns:
         the op's output on the batch.
     """
@@ -100,6 +107,15 @@ def check_op(
     tensors = [images, *batch_args.values(), *(v for v in other_args.values() if isinstance(v, torch.Tensor))]
     versions = [t._version for t in tensors]
     copies = [t.clone() for t in tensors]
+    if inplace:
+        plain_op = op
+
+        def op(imgs, **kw):
+            target = imgs.clone(memory_format=torch.preserve_format)
+            ptr = target.data_ptr()
+            result = plain_op(target, **kw)
+            assert result is target and result.data_ptr() == ptr, "an in-place op must return its input tensor"
+            return result
 
     out = op(images, **batch_args, **other_args)
 
@@ -245,7 +261,9 @@ def reference_paste(
     return out
 
 
-def paste_with_bank(bank: PatchBank, images, boxes, patch_ids, active, alpha, *, path: str) -> torch.Tensor:
+def paste_with_bank(
+    bank: PatchBank, images, boxes, patch_ids, active, alpha, *, path: str, inplace: bool = False
+) -> torch.Tensor:
     """``dadam.ops.paste_patches`` with a bank's buffers: the op under test in the ops and kernel tests."""
     from dadam.ops import paste_patches
 
@@ -260,6 +278,7 @@ def paste_with_bank(bank: PatchBank, images, boxes, patch_ids, active, alpha, *,
         alpha,
         max_size=bank.max_size,
         path=path,
+        inplace=inplace,
     )
 
 
@@ -301,3 +320,130 @@ def write_nih_training_set(
     boxes = read_nih_boxes(shared_data / "nih14" / "BBox_List_2017.csv")
     bank = PatchBank.from_boxes(boxes, shared_data / "nih14" / "images", canvas=canvas, progress=False, workers=1)
     bank.save(folder / "bank.safetensors")
+
+
+# ---------------------------------------------------------------- fake CUDA: launches and host syncs without a GPU
+
+# aten ops that allocate or describe a tensor without running a kernel on the device
+_NO_KERNEL = (
+    "aten.empty.memory_format",
+    "aten.empty_like.default",
+    "aten.empty_strided.default",
+    "aten.new_empty.default",
+    "aten.new_empty_strided.default",
+    "aten.lift_fresh.default",
+    "aten.detach.default",
+)
+# aten ops whose output shape or value needs the host to read device memory
+_SYNCING = (
+    "aten._local_scalar_dense",
+    "aten.is_nonzero",
+    "aten.equal",
+    "aten.nonzero",
+    "aten.masked_select",
+    "aten._unique2",
+    "aten.unique_consecutive",
+    "aten.unique_dim",
+)
+
+
+class DeviceLog:
+    """What ran on the (fake) CUDA device while :meth:`recording`: kernel launches and host syncs.
+
+    ``launches``: one entry per aten op that runs a kernel on a CUDA tensor (views, ``empty*`` and metadata ops are
+    not launches) and per Triton kernel launched. ``syncs``: reads of device values by the host (``.item()``,
+    ``bool()``, ``nonzero``, ...), copies from the device to the host, copies from pageable host memory to the
+    device, and ``torch.cuda.synchronize()``.
+    """
+
+    def __init__(self) -> None:
+        self.launches: list[str] = []
+        self.syncs: list[str] = []
+        self.active = False
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[DeviceLog]:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        log = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                log._aten(func, args, kwargs)
+                return func(*args, **kwargs)
+
+        self.launches, self.syncs = [], []
+        self.active = True
+        try:
+            with _Mode():
+                yield self
+        finally:
+            self.active = False
+
+    def _aten(self, func, args, kwargs) -> None:
+        name = str(func)
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        on_cuda = any(t.device.type == "cuda" for t in tensors) or str(kwargs.get("device", "")).startswith("cuda")
+        to_cuda = str(kwargs.get("device", "")).startswith("cuda")
+        if name.startswith(("aten._to_copy", "aten.copy_")) and tensors:
+            src = tensors[-1] if name.startswith("aten.copy_") else tensors[0]
+            dst_cuda = to_cuda if name.startswith("aten._to_copy") else tensors[0].device.type == "cuda"
+            if src.device.type == "cuda" and not dst_cuda and (name.startswith("aten.copy_") or "device" in kwargs):
+                self.syncs.append(f"{name} (device to host)")
+            elif src.device.type == "cpu" and dst_cuda and not _pinned(src):
+                self.syncs.append(f"{name} (pageable host to device)")
+        if on_cuda and name.startswith(_SYNCING):
+            self.syncs.append(name)
+        if not on_cuda or name.startswith("prim.") or getattr(func, "is_view", False) or name in _NO_KERNEL:
+            return
+        self.launches.append(name)
+
+
+def _pinned(t: torch.Tensor) -> bool:
+    try:
+        return bool(t.is_pinned())
+    except RuntimeError:  # no CUDA driver: nothing can be pinned here
+        return False
+
+
+@contextlib.contextmanager
+def fake_cuda(on_launch: Callable[[str], None] | None = None) -> Iterator[DeviceLog]:
+    """Run CUDA code on this machine without a GPU: ``torch.*(device="cuda")`` makes fake tensors (shapes, dtypes,
+    strides, no data: ``FakeTensorMode``), Triton launches are recorded instead of run (and passed to ``on_launch``,
+    which may raise), ``torch.cuda.synchronize`` is recorded as a sync. Yields a :class:`DeviceLog`; wrap the code to
+    count in ``log.recording()``.
+
+    Example:
+        >>> with fake_cuda() as log:  # doctest: +SKIP
+        ...     aug = aug.to("cuda")
+        ...     with log.recording():
+        ...         aug(torch.rand(8, 1, 64, 64, device="cuda"), labels.to("cuda"))
+        ...     print(len(log.launches), log.syncs)
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    log = DeviceLog()
+    mp = pytest.MonkeyPatch()
+    try:
+        from triton.runtime.jit import JITFunction
+
+        def run(self, *args, grid, warmup, **kwargs):
+            if warmup:
+                return None  # nothing to build: no GPU
+            name = f"triton {getattr(self, '__name__', self)} grid={tuple(grid)}"
+            if on_launch is not None:
+                on_launch(name)
+            if log.active:
+                log.launches.append(name)
+            return None
+
+        mp.setattr(JITFunction, "run", run)
+    except ImportError:  # no Triton: nothing to patch
+        pass
+    mp.setattr(torch.cuda, "synchronize", lambda *a, **k: log.syncs.append("torch.cuda.synchronize"))
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            yield log
+    finally:
+        mp.undo()

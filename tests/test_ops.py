@@ -3,8 +3,9 @@ import functools
 import pytest
 import torch
 
+import dadam.ops
 from dadam import DiseasedAreaAugment, LabelStats
-from dadam.ops import blend_values, paste_patches, round_to_uint8
+from dadam.ops import blend_values, paste_backend, paste_patches, round_to_uint8
 from tests.helpers import (
     IMAGE_DTYPES,
     check_op,
@@ -207,31 +208,69 @@ def test_vectorised_path_compiles_to_one_graph_with_the_same_values(bank, params
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_gpu_default_falls_back_to_vectorised_when_triton_cannot_run(bank, params, monkeypatch):
-    # On a GPU "auto" takes the Triton kernel; if its first build/launch fails (no C compiler on the image, say),
-    # training must go on: one RuntimeWarning, then the vectorised path (same values) for the rest of the process.
-    import dadam.kernels
-    import dadam.ops
+@pytest.mark.parametrize("path", ["loop", "vectorised"])
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", [(1, False), (3, True)])
+def test_paste_patches_in_place(bank, params, path, dtype, channels, channels_last):
+    # inplace=True returns the images given, written in place, with the out-of-place values
+    images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=9)
+    ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
+    op = functools.partial(paste_with_bank, bank, path=path, inplace=True)
+    check_op(op, images, _batch_args(params), reference=lambda images, **kw: ref(images, **kw), inplace=True)
 
-    calls = []
 
-    def broken(*args, **kwargs):
-        calls.append(1)
-        raise RuntimeError("Failed to find C compiler")
+def _overlapping(bank):
+    pid = torch.tensor([[0, 1, 2]])
+    h, w = bank.sizes[pid].unbind(-1)
+    x0 = torch.tensor([[0, 30, 30 + int(w[0, 1]) - 1]])  # slot 2 starts on slot 1's last column
+    y0 = torch.tensor([[0, 40, 40]])
+    boxes = torch.stack([x0, y0, x0 + w, y0 + h], -1)
+    return boxes, pid, torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 3)
 
+
+@pytest.mark.parametrize("path", ["loop", "vectorised", "auto"])
+def test_overlapping_patches_raise_on_the_cpu(bank, path):
+    boxes, pid, active, alpha = _overlapping(bank)
+    images = make_images(1, 1, CANVAS, torch.uint8, seed=10)
+    with pytest.raises(ValueError, match=r"must not overlap: sample 0, slots 1 and 2 \(boxes \[30, 40, "):
+        _op(bank, path)(images, boxes, pid, active, alpha)
+    active[0, 2] = False  # an inactive slot may overlap anything
+    assert torch.equal(
+        _op(bank, path)(images, boxes, pid, active, alpha),
+        reference_paste(images, bank.pixels, bank.offsets, bank.sizes, boxes, pid, active, alpha),
+    )
+    boxes[0, 2, 1] = -int(bank.sizes[2, 0])  # overlapping only above the image: nothing shared in the image
+    active[0, 2] = True
+    _op(bank, path)(images, boxes, pid, active, alpha)
+
+
+def test_ok_word_on_the_cpu_checks_values_with_a_value_error(bank, params):
+    images = make_images(len(params), 1, CANVAS, torch.float32, seed=11)
+    bad = images.clone()
+    bad[3, 0, 5, 5] = 1.5
+    ok = torch.ones(1, dtype=torch.int32)
+    args = (bank.pixels, bank.offsets, bank.sizes, *_batch_args(params).values())
+    paste_patches(bad, *args, max_size=bank.max_size)  # without ok: the op does not check values
+    with pytest.raises(
+        ValueError, match=r"images \(torch.float32\) must be in \[0, 1\], got values in \[3.1054e-05, 1.5\]"
+    ):
+        paste_patches(bad, *args, max_size=bank.max_size, ok=ok)
+    assert int(ok) == 1  # the CPU raises; the word is the GPU's
+    paste_patches(images, *args, max_size=bank.max_size, ok=ok)
+    with pytest.raises(ValueError, match=r"ok must be a \(1,\) torch.int32 tensor on cpu"):
+        paste_patches(images, *args, max_size=bank.max_size, ok=torch.ones(1))
+
+
+def test_paste_backend_names_the_path_and_the_reason(monkeypatch):
     monkeypatch.setattr(dadam.ops, "_triton_failure", None)
+    assert paste_backend("cpu") == "cpu-loop"
     monkeypatch.setattr(dadam.ops, "_has_triton", lambda: True)
-    monkeypatch.setattr(dadam.kernels, "paste_patches_triton", broken)
-    images = make_images(len(params), 3, CANVAS, torch.float32, seed=2)
-    args = [images, bank.pixels, bank.offsets, bank.sizes, *_batch_args(params).values()]
-    with pytest.warns(RuntimeWarning, match="Failed to find C compiler"):
-        first = dadam.ops._paste_triton_or_vectorised(*args, max_size=bank.max_size)
-    second = dadam.ops._paste_triton_or_vectorised(*args, max_size=bank.max_size)  # no second try, no warning
-    assert len(calls) == 1
-    expected = _op(bank, "loop")(images, **_batch_args(params))
-    assert torch.equal(first, expected) and torch.equal(second, expected)
-    with pytest.raises(RuntimeError, match="C compiler"):  # asking for Triton by name still raises
-        _op(bank, "triton")(images, **_batch_args(params))
+    assert paste_backend("cuda") == "triton"
+    monkeypatch.setattr(dadam.ops, "_has_triton", lambda: False)
+    assert (
+        paste_backend(torch.device("cuda", 1))
+        == "torch-vectorised (triton unavailable: the triton package does not import)"
+    )
 
 
 @pytest.mark.gpu

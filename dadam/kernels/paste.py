@@ -1,61 +1,61 @@
-"""Triton GPU kernel of :func:`dadam.ops.paste_patches`: one launch pastes / blends every patch of a batch.
+"""Triton GPU kernels of :func:`dadam.ops.paste_patches`: one launch writes a whole batch, out of place or in place.
 
-Why a hand-written kernel: no library pastes a ragged set of variable-size patches, each at its own offset in its
+Why hand-written kernels: no library pastes a ragged set of variable-size patches, each at its own offset in its
 own image, with a per-patch weight, in one launch. kornia's CutMix loops over samples on the host;
 ``torchvision.transforms.v2.CutMix`` swaps one rectangle of another image of the batch; the pure-torch
-``"vectorised"`` path of :func:`dadam.ops.paste_patches` pads every patch to the bank's largest one (``max_size``,
-e.g. 207 x 335 at canvas 448 for NIH cardiomegaly: with K = 3 slots that grid alone has as many cells as the image)
-and moves int32 indices, masks and float32 temporaries of that grid, tens of bytes per cell and channel.
+``"vectorised"`` path of :func:`dadam.ops.paste_patches` pads every patch to the bank's largest one and moves int32
+indices, masks and float32 temporaries of that grid, tens of bytes per cell and channel.
 
-What the kernel does: ``out = images.clone()`` (the out-of-place copy, the roofline), then one launch writes the
-patch pixels into ``out`` in place. The grid is ``(B * K, tiles)`` with ``tiles`` the ``TH x TW`` tiles of the
-``max_size`` grid; a program whose slot is inactive, or whose tile lies outside its patch, exits after reading a few
-scalars. The others read the patch's uint8 pixels once, the background only where ``alpha < 1`` (a paste does not
-read it), and store the value to all ``C`` channels through the image strides (contiguous and channels_last alike).
+Two kernels, both sized by the work (never by the bank's largest patch):
 
-Memory traffic: the clone (read + write ``B*C*H*W`` elements) plus, per active patch pixel inside the image, one
-uint8 read and ``C`` element writes (plus ``C`` element reads for a blend), i.e. 2x (paste) to 3x (blend) the
-patch pixels on top of the clone: with patches covering ~10 % of an image, ~10-15 % more bytes than the clone alone
-(the vectorised path moves several times the clone's bytes).
+- **copy + paste** (out of place, ``_copy_paste_kernel``): one program per tile of ``TH`` rows x ``TE`` memory-row
+  elements of one image (grid ``B * tiles``); it tests the sample's ``K`` slots against its tile (a few scalars each:
+  slot boxes never overlap, so a pixel has at most one patch), then writes every output element of the tile once:
+  a copy of the input, the patch value or the blend. Memory traffic is that of ``images.clone()`` plus the patch's
+  uint8 pixels; the output is ``torch.empty_like`` (no clone launch).
+- **paste in place** (``_paste_in_place_kernel``): ``SPLIT`` programs per slot (grid ``(B * K, SPLIT)``), each
+  walking every ``SPLIT``-th tile of its clipped patch; it writes only the patch pixels into the input and reads the
+  background only for a blend.
+
+Layouts: "planar" (any strides; a tile row is one channel's pixels and the program loops over the channels) and
+"packed" (channels_last: a tile row is ``TE`` consecutive elements of an image row, ``C`` per pixel, so loads and
+stores are contiguous). Image offsets inside one image are int32, the image base int64 (batches past 2**31 elements).
+
+Checks (the ``ok`` word of :mod:`dadam.kernels.runtime`): both kernels store 0 into ``ok`` where two active patches
+of a sample cover the same image pixel; with ``check_values`` they also do where a float pixel they read is outside
+``[0, 1]`` (or NaN). Out of place every pixel is read, so the value check is complete; in place only the background
+under blended patches is read, so only those pixels are checked.
 
 Values are bit-identical to :func:`dadam.ops.blend_values`: float32 ``alpha * q + (1 - alpha) * x`` evaluated as
-three separately rounded operations (the launch passes ``enable_fp_fusion=False``, so no FMA contraction),
-``q / 255`` as an IEEE division (``div_rn``, not Triton's approximate ``/``), uint8 rounding half-to-even by the
-``1.5 * 2**23`` trick (exact for ``0 <= v <= 255``), float16 by the round-to-nearest-even cast, and bfloat16 by
-explicit bit arithmetic (round-to-nearest-even, NaN kept a NaN) on an int16 view of the image.
-
-On CPU tensors the same kernel runs under Triton's interpreter (numpy, one program at a time; slow, for tests and
-debugging), without ``TRITON_INTERPRET`` having to be set before Triton is imported. The module imports without
-Triton (``HAS_TRITON`` is then False and :func:`paste_patches_triton` raises).
+three separately rounded operations (launched with ``enable_fp_fusion=False``: no FMA contraction), ``q / 255`` as an
+IEEE division (``div_rn``, not Triton's approximate ``/``), uint8 rounding half-to-even by the ``1.5 * 2**23`` trick
+(exact for ``0 <= v <= 255``), float16 by the round-to-nearest-even cast, and bfloat16 by explicit bit arithmetic
+(round-to-nearest-even, NaN kept a NaN) on an int16 view of the image. Pixels without a patch are copied bit for bit.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
-try:  # optional dependency: the core of dadam imports without it
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
+from dadam.kernels.runtime import HAS_TRITON, assert_ok, launch, new_ok_flag, tl, triton
+from dadam.ops import OVERLAP_MESSAGE
 
-__all__ = ["HAS_TRITON", "TILE", "paste_patches_triton"]
+__all__ = ["HAS_TRITON", "SPLIT", "TILE", "paste_patches_triton"]
 
-HAS_TRITON = triton is not None
-TILE = (16, 64)  # (TH, TW) pixels of one program's tile
-_MAX_GRID_Y = 65535  # CUDA limit of the second grid axis
+# (TH rows, TE memory-row elements) of one program's tile, by element size in bytes: 16 elements per thread at
+# 4 warps (ptxas for sm_90: 80-150 registers, no spills; larger tiles spill).
+TILE = {1: (8, 256), 2: (8, 256), 4: (8, 128)}
+SPLIT = 4  # programs per slot of the in-place kernel
 _KIND = {torch.uint8: 0, torch.float16: 1, torch.float32: 1, torch.bfloat16: 2}
-# Compile options of every launch: no FMA contraction (torch rounds a * q and (1 - a) * x separately).
-_OPTIONS = {"enable_fp_fusion": False, "num_warps": 4}
+_NUM_WARPS = 4
+_INT32 = 2**31
 
 if HAS_TRITON:
 
     @triton.jit
-    def _paste_kernel(
-        out_ptr,  # (B, C, H, W) image elements, any strides; bfloat16 images as an int16 view
+    def _copy_paste_kernel(
+        src_ptr,  # (B, C, H, W) input elements, any strides; bfloat16 images as an int16 view
+        dst_ptr,  # (B, C, H, W) output elements (its own strides)
         pixels_ptr,  # (P,) uint8 flat patch buffer
         offsets_ptr,  # (N,) int64 start of each patch in pixels
         sizes_ptr,  # (N, 2) int64 (h, w), contiguous
@@ -63,85 +63,211 @@ if HAS_TRITON:
         patch_ids_ptr,  # (B*K,) int64
         active_ptr,  # (B*K,) uint8 (bool viewed as uint8)
         alpha_ptr,  # (B*K,) float32
-        K,
+        ok_ptr,  # (1,) int32: 0 stored on overlapping patches / bad values
         H,
         W,
-        stride_b,
-        stride_c,
-        stride_h,
-        stride_w,
-        tiles_w,
-        C: tl.constexpr,
+        tiles,  # tiles per image
+        tiles_e,  # tiles per memory row
+        s_b,
+        s_c,
+        s_h,
+        s_w,
+        d_b,
+        d_c,
+        d_h,
+        d_w,
+        K: tl.constexpr,
+        CP: tl.constexpr,  # elements per pixel in a memory row: C when packed (channels_last), else 1
+        PLANES: tl.constexpr,  # channel planes walked by the program: 1 when packed, else C
         KIND: tl.constexpr,  # 0 uint8, 1 float16 / float32 (native cast), 2 bfloat16 (int16 bits)
+        CHECK: tl.constexpr,  # check float values in [0, 1]
         TH: tl.constexpr,
-        TW: tl.constexpr,
+        TE: tl.constexpr,
     ):
-        # Only triton.language builtins here, none of its @jit helpers (tl.zeros, tl.cdiv, ...): the CPU path runs
-        # this function under InterpretedFunction without TRITON_INTERPRET, where those helpers cannot be called.
+        # Only triton.language builtins (see dadam.kernels.runtime.kernel_for): the CPU path interprets this source.
+        prog = tl.program_id(0)
+        b = prog // tiles
+        tile = prog % tiles
+        ty0 = (tile // tiles_e) * TH
+        te0 = (tile % tiles_e) * TE
+        y = ty0 + tl.arange(0, TH)[:, None]  # (TH, 1) image row
+        e = te0 + tl.arange(0, TE)[None, :]  # (1, TE) element of the memory row
+        x = e // CP  # (1, TE) pixel column
+        inside = (y < H) & (e < W * CP)  # (TH, TE)
+        px_lo = te0 // CP
+        px_hi = (te0 + TE - 1) // CP
+        q = tl.full((TH, TE), 0.0, tl.float32)  # patch value where a patch covers the element
+        a = tl.full((TH, TE), 0.0, tl.float32)  # its weight
+        hits = tl.full((TH, TE), 0, tl.int32)  # patches covering the element
+        meeting = prog * 0  # slots whose patch meets this tile
+        for k in tl.static_range(K):
+            slot = b * K + k
+            pid = tl.load(patch_ids_ptr + slot)
+            h = tl.load(sizes_ptr + 2 * pid).to(tl.int32)
+            w = tl.load(sizes_ptr + 2 * pid + 1).to(tl.int32)
+            # Clamped in int64 before the int32 cast (keeps out-of-image cells out of the image, no wrap-around).
+            x0 = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * slot), -w), W).to(tl.int32)
+            y0 = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * slot + 1), -h), H).to(tl.int32)
+            on = tl.load(active_ptr + slot) != 0
+            meets = on & (y0 < ty0 + TH) & (y0 + h > ty0) & (x0 <= px_hi) & (x0 + w > px_lo)
+            meeting += meets.to(tl.int32)
+            if meets:
+                dy = y - y0
+                dx = x - x0
+                m = inside & (dy >= 0) & (dy < h) & (dx >= 0) & (dx < w)  # (TH, TE)
+                src0 = tl.load(offsets_ptr + pid)  # int64
+                qk = tl.load(pixels_ptr + src0 + (dy * w + dx), mask=m, other=0).to(tl.float32)
+                ak = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
+                q = tl.where(m, qk, q)
+                a = tl.where(m, ak, a)
+                hits += m.to(tl.int32)
+        ok_ptrs = ok_ptr + hits * 0  # (TH, TE) pointers to the one ok word
+        if meeting > 1:
+            tl.store(ok_ptrs, 0, mask=hits > 1)  # overlapping patches
+        covered = hits > 0
+        if KIND != 0:
+            q = tl.math.div_rn(q, tl.full((TH, TE), 255.0, tl.float32))  # IEEE q / 255, as torch
+        paste = a >= 1.0
+        one_minus_a = 1.0 - a
+        base_src = src_ptr + b.to(tl.int64) * s_b
+        base_dst = dst_ptr + b.to(tl.int64) * d_b
+        for c in tl.static_range(PLANES):
+            if CP > 1:  # packed: the elements of a row are consecutive (s_w == C, s_c == 1)
+                src = base_src + (y * s_h + e)
+                dst = base_dst + (y * d_h + e)
+            else:
+                src = base_src + (c * s_c + y * s_h + x * s_w)
+                dst = base_dst + (c * d_c + y * d_h + x * d_w)
+            xv = tl.load(src, mask=inside, other=0)  # (TH, TE) native elements
+            if KIND == 2:
+                bg = (xv.to(tl.int32) << 16).to(tl.float32, bitcast=True)  # bfloat16 -> float32, exact
+            else:
+                bg = xv.to(tl.float32)
+            if CHECK:
+                if KIND != 0:
+                    tl.store(ok_ptrs, 0, mask=inside & ~((bg >= 0.0) & (bg <= 1.0)))  # NaN fails too
+            res = xv  # a tile without a patch is a copy
+            if meeting > 0:
+                mixed = a * q + one_minus_a * bg  # three rounded float32 ops (no FMA: enable_fp_fusion=False)
+                v = tl.where(paste, q, mixed)
+                if KIND == 0:
+                    v = tl.minimum(tl.maximum(v, 0.0), 255.0)
+                    v = (v + 12582912.0) - 12582912.0  # round half to even (1.5 * 2**23), exact on [0, 255]
+                    new = v.to(tl.uint8)
+                elif KIND == 1:
+                    new = v.to(dst.dtype.element_ty)  # round-to-nearest-even cast
+                else:
+                    vbits = v.to(tl.uint32, bitcast=True)
+                    rounded = (vbits + 0x7FFF + ((vbits >> 16) & 1)) >> 16  # float32 -> bfloat16, nearest even
+                    rounded = tl.where(v != v, 0x7FC0, rounded)  # NaN stays a (quiet) NaN
+                    new = rounded.to(tl.uint16).to(tl.int16, bitcast=True)
+                res = tl.where(covered, new, xv)
+            tl.store(dst, res, mask=inside)
+
+    @triton.jit
+    def _paste_in_place_kernel(
+        img_ptr,  # (B, C, H, W) image elements, any strides; bfloat16 images as an int16 view
+        pixels_ptr,
+        offsets_ptr,
+        sizes_ptr,
+        boxes_ptr,
+        patch_ids_ptr,
+        active_ptr,
+        alpha_ptr,
+        ok_ptr,
+        H,
+        W,
+        s_b,
+        s_c,
+        s_h,
+        s_w,
+        K: tl.constexpr,
+        CP: tl.constexpr,
+        PLANES: tl.constexpr,
+        KIND: tl.constexpr,
+        CHECK: tl.constexpr,
+        TH: tl.constexpr,
+        TE: tl.constexpr,
+        SPLIT: tl.constexpr,
+    ):
         slot = tl.program_id(0)  # b * K + k
-        tile = tl.program_id(1)
+        part = tl.program_id(1)  # this program takes tiles part, part + SPLIT, ...
         if tl.load(active_ptr + slot) == 0:
             return
+        b = slot // K
         pid = tl.load(patch_ids_ptr + slot)
         h = tl.load(sizes_ptr + 2 * pid).to(tl.int32)
         w = tl.load(sizes_ptr + 2 * pid + 1).to(tl.int32)
-        ty0 = (tile // tiles_w) * TH
-        tx0 = (tile % tiles_w) * TW
-        if (ty0 >= h) | (tx0 >= w):
-            return
-        # Clamped in int64 before the int32 cast (keeps out-of-image cells out of the image, no wrap-around).
         x0 = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * slot), -w), W).to(tl.int32)
         y0 = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * slot + 1), -h), H).to(tl.int32)
+        ys = tl.maximum(y0, 0)  # the patch clipped to the image: rows [ys, ye), pixels [xs, xe)
+        ye = tl.minimum(y0 + h, H)
+        xs = tl.maximum(x0, 0)
+        xe = tl.minimum(x0 + w, W)
+        if part == 0:  # the other active slots of the sample must not meet this one inside the image
+            for j in tl.static_range(K):
+                other = b * K + j
+                hj = tl.load(sizes_ptr + 2 * tl.load(patch_ids_ptr + other)).to(tl.int32)
+                wj = tl.load(sizes_ptr + 2 * tl.load(patch_ids_ptr + other) + 1).to(tl.int32)
+                xj = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * other), -wj), W).to(tl.int32)
+                yj = tl.minimum(tl.maximum(tl.load(boxes_ptr + 4 * other + 1), -hj), H).to(tl.int32)
+                meet_x = (tl.maximum(xs, xj) < tl.minimum(xe, xj + wj)) & (xs < xe)
+                meet_y = (tl.maximum(ys, yj) < tl.minimum(ye, yj + hj)) & (ys < ye)
+                clash = (other != slot) & (tl.load(active_ptr + other) != 0) & meet_x & meet_y
+                tl.store(ok_ptr, 0, mask=clash)
+        es = xs * CP  # memory-row elements [es, ee)
+        ee = xe * CP
+        rows = tl.maximum(ye - ys, 0)
+        cols = tl.maximum(ee - es, 0)
+        n_te = (cols + TE - 1) // TE
+        n_tiles = ((rows + TH - 1) // TH) * n_te
         src0 = tl.load(offsets_ptr + pid)  # int64
-        a = tl.load(alpha_ptr + slot)  # float32
-        b = slot // K
-
-        dy = ty0 + tl.arange(0, TH)[:, None]  # (TH, 1) row in the patch
-        dx = tx0 + tl.arange(0, TW)[None, :]  # (1, TW) column in the patch
-        y = y0 + dy
-        x = x0 + dx
-        inside = (dy < h) & (dx < w) & (y >= 0) & (y < H) & (x >= 0) & (x < W)  # (TH, TW)
-        q = tl.load(pixels_ptr + src0 + (dy * w + dx), mask=inside, other=0).to(tl.float32)
-        if KIND != 0:
-            q = tl.math.div_rn(q, tl.full(q.shape, 255.0, tl.float32))  # IEEE q / 255, as torch
-        a = tl.full((TH, TW), 0.0, tl.float32) + a  # broadcast first (the interpreter cannot mix scalar & tensor)
+        a = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
         paste = a >= 1.0
-        blend = inside & (a < 1.0)  # a paste does not read the background
-        base = out_ptr + b.to(tl.int64) * stride_b + (y * stride_h + x * stride_w)  # (TH, TW) pointers
-        for c in tl.static_range(C):
-            ptr = base + c * stride_c
-            if KIND == 2:
-                xbits = tl.load(ptr, mask=blend, other=0).to(tl.int32)
-                bg = (xbits << 16).to(tl.float32, bitcast=True)  # bfloat16 -> float32, exact
-            else:
-                bg = tl.load(ptr, mask=blend, other=0).to(tl.float32)
-            mixed = a * q + (1.0 - a) * bg  # three rounded float32 ops (no FMA: enable_fp_fusion=False)
-            v = tl.where(paste, q, mixed)
-            if KIND == 0:
-                v = tl.minimum(tl.maximum(v, 0.0), 255.0)
-                v = (v + 12582912.0) - 12582912.0  # round half to even (1.5 * 2**23), exact on [0, 255]
-                tl.store(ptr, v.to(tl.uint8), mask=inside)
-            elif KIND == 1:
-                tl.store(ptr, v.to(ptr.dtype.element_ty), mask=inside)  # round-to-nearest-even cast
-            else:
-                vbits = v.to(tl.uint32, bitcast=True)
-                rounded = (vbits + 0x7FFF + ((vbits >> 16) & 1)) >> 16  # float32 -> bfloat16, nearest even
-                rounded = tl.where(v != v, 0x7FC0, rounded)  # NaN stays a (quiet) NaN
-                tl.store(ptr, rounded.to(tl.uint16).to(tl.int16, bitcast=True), mask=inside)
+        one_minus_a = 1.0 - a
+        base = img_ptr + b.to(tl.int64) * s_b
+        for t in range(part, n_tiles, SPLIT):
+            y = ys + (t // n_te) * TH + tl.arange(0, TH)[:, None]  # (TH, 1)
+            e = es + (t % n_te) * TE + tl.arange(0, TE)[None, :]  # (1, TE)
+            x = e // CP
+            m = (y < ye) & (e < ee)  # (TH, TE)
+            q = tl.load(pixels_ptr + src0 + ((y - y0) * w + (x - x0)), mask=m, other=0).to(tl.float32)
+            if KIND != 0:
+                q = tl.math.div_rn(q, tl.full((TH, TE), 255.0, tl.float32))
+            blend = m & (a < 1.0)  # a paste does not read the background
+            for c in tl.static_range(PLANES):
+                if CP > 1:
+                    ptr = base + (y * s_h + e)
+                else:
+                    ptr = base + (c * s_c + y * s_h + x * s_w)
+                if KIND == 2:
+                    bg = (tl.load(ptr, mask=blend, other=0).to(tl.int32) << 16).to(tl.float32, bitcast=True)
+                else:
+                    bg = tl.load(ptr, mask=blend, other=0).to(tl.float32)
+                if CHECK:
+                    if KIND != 0:
+                        tl.store(ok_ptr + (y * 0 + e * 0), 0, mask=blend & ~((bg >= 0.0) & (bg <= 1.0)))
+                mixed = a * q + one_minus_a * bg
+                v = tl.where(paste, q, mixed)
+                if KIND == 0:
+                    v = tl.minimum(tl.maximum(v, 0.0), 255.0)
+                    v = (v + 12582912.0) - 12582912.0
+                    tl.store(ptr, v.to(tl.uint8), mask=m)
+                elif KIND == 1:
+                    tl.store(ptr, v.to(ptr.dtype.element_ty), mask=m)
+                else:
+                    vbits = v.to(tl.uint32, bitcast=True)
+                    rounded = (vbits + 0x7FFF + ((vbits >> 16) & 1)) >> 16
+                    rounded = tl.where(v != v, 0x7FC0, rounded)
+                    tl.store(ptr, rounded.to(tl.uint16).to(tl.int16, bitcast=True), mask=m)
 
-    _interpreted_kernel = None
 
-    def _kernel_for(device: torch.device):
-        """The compiled kernel for CUDA tensors, the same kernel under Triton's interpreter for CPU tensors."""
-        global _interpreted_kernel
-        if device.type != "cpu":
-            return _paste_kernel
-        if _interpreted_kernel is None:
-            from triton.runtime.interpreter import InterpretedFunction
-
-            fn = _paste_kernel.fn if hasattr(_paste_kernel, "fn") else _paste_kernel
-            _interpreted_kernel = fn if isinstance(fn, InterpretedFunction) else InterpretedFunction(fn)
-        return _interpreted_kernel
+def _layout(images: torch.Tensor) -> tuple[int, int]:
+    """``(CP, PLANES)``: ``(C, 1)`` for a packed channels_last image (``s_w == C, s_c == 1``), else ``(1, C)``."""
+    _, C, _, _ = images.shape
+    s_c, s_w = images.stride(1), images.stride(3)
+    packed = C > 1 and not images.is_contiguous() and s_c == 1 and s_w == C
+    return (C, 1) if packed else (1, C)
 
 
 def paste_patches_triton(
@@ -154,62 +280,72 @@ def paste_patches_triton(
     active: torch.Tensor,
     alpha: torch.Tensor,
     *,
-    max_size: tuple[int, int],
+    max_size: tuple[int, int] | None = None,
+    inplace: bool = False,
+    ok: torch.Tensor | None = None,
+    check_values: bool = False,
 ) -> torch.Tensor:
-    """Paste / blend bank patches into images with one Triton launch after a clone (no host sync).
+    """Paste / blend bank patches into images with one Triton launch (no host sync).
 
     Same contract and bit-identical values as :func:`dadam.ops.paste_patches` (which validates the arguments and
-    calls this for ``path="triton"``). Every patch must fit in ``max_size``; tiles beyond it are not launched.
+    calls this for the Triton path).
 
     Args:
         images: ``(B, C, H, W)`` uint8, float16, bfloat16 or float32; any strides (contiguous, channels_last, ...).
         pixels: ``(P,)`` uint8 flat patch buffer; offsets ``(N,)`` long; sizes ``(N, 2)`` long ``(h, w)``.
         boxes: ``(B, K, 4)`` long xyxy (``x0, y0`` read); patch_ids ``(B, K)`` long; active ``(B, K)`` bool;
             alpha ``(B, K)`` float.
-        max_size: ``(max_h, max_w)`` of the bank's patches.
+        max_size: ``(max_h, max_w)`` of the bank's patches; accepted for compatibility, not used (the grids are
+            sized by the image and by the slots).
+        inplace: write the patch pixels into ``images`` and return it (the same tensor, modified); else a new tensor
+            like ``images`` (``torch.empty_like(images, memory_format=torch.preserve_format)``).
+        ok: the caller's ``(1,)`` int32 ``ok`` word (:func:`dadam.kernels.runtime.new_ok_flag`): the kernel stores 0
+            into it on overlapping patches (and, with ``check_values``, on float pixels outside ``[0, 1]``), and the
+            caller asserts it. None: a word of this call, asserted here (:data:`dadam.ops.OVERLAP_MESSAGE`).
+        check_values: also check the float pixels the kernel reads (every pixel out of place; the background under
+            blends in place). Needs ``ok``.
 
     Returns:
-        a new tensor like ``images`` (``clone(memory_format=torch.preserve_format)``) with the patches written.
+        the output ``(B, C, H, W)``: ``images`` itself when ``inplace``.
 
     Shape:
         images ``(B, C, H, W)``, boxes ``(B, K, 4)``, patch_ids / active / alpha ``(B, K)`` -> ``(B, C, H, W)``.
 
     Example:
         >>> out = paste_patches_triton(images, bank.pixels, bank.offsets, bank.sizes, params.boxes,  # doctest: +SKIP
-        ...                            params.patch_ids, params.active, params.alpha, max_size=bank.max_size)
+        ...                            params.patch_ids, params.active, params.alpha)
     """
     if not HAS_TRITON:
         raise RuntimeError("paste_patches_triton needs the 'triton' package; use path='vectorised' without it")
     if images.dtype not in _KIND:
         raise ValueError(f"images dtype must be one of {tuple(_KIND)}, got {images.dtype}")
-    named = {"pixels": pixels, "offsets": offsets, "sizes": sizes, "boxes": boxes}
-    for name, t in {**named, "patch_ids": patch_ids, "active": active, "alpha": alpha}.items():
+    if check_values and ok is None:
+        raise ValueError("check_values=True needs the caller's ok word (ok=new_ok_flag(device)), got ok=None")
+    named = {"pixels": pixels, "offsets": offsets, "sizes": sizes, "boxes": boxes, "patch_ids": patch_ids}
+    for name, t in {**named, "active": active, "alpha": alpha, **({"ok": ok} if ok is not None else {})}.items():
         if t.device != images.device:
             raise ValueError(f"{name} is on {t.device} but images are on {images.device}")
     if images.device.type not in ("cuda", "cpu"):
         raise ValueError(f"paste_patches_triton runs on CUDA (or CPU, interpreted), got device {images.device}")
-    out = images.clone(memory_format=torch.preserve_format)
-    B, K = out.shape[0], patch_ids.shape[1]
-    mh, mw = (int(v) for v in max_size)
-    if out.numel() == 0 or K == 0 or mh <= 0 or mw <= 0:
+    out = images if inplace else torch.empty_like(images, memory_format=torch.preserve_format)
+    B, C, H, W = images.shape
+    K = patch_ids.shape[1]
+    if images.numel() == 0 or (inplace and K == 0):
         return out
-    th, tw = TILE
-    tiles_w = triton.cdiv(mw, tw)
-    tiles = triton.cdiv(mh, th) * tiles_w
-    if tiles > _MAX_GRID_Y:
-        raise ValueError(f"max_size={max_size} needs {tiles} tiles of {TILE}, more than the grid limit {_MAX_GRID_Y}")
-    target = out.view(torch.int16) if out.dtype == torch.bfloat16 else out  # bfloat16 handled as its bits
-    grid = (B * K, tiles)
-    with torch.cuda.device(out.device) if out.is_cuda else contextlib.nullcontext():  # launch on the images' GPU
-        _launch(_kernel_for(out.device), grid, target, pixels, offsets, sizes, boxes, patch_ids, active, alpha, tiles_w)
-    return out
-
-
-def _launch(kernel, grid, target, pixels, offsets, sizes, boxes, patch_ids, active, alpha, tiles_w):
-    _, C, H, W = target.shape
-    th, tw = TILE
-    kernel[grid](
-        target,
+    for t in (images, out):
+        reach = sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:], strict=True))
+        if reach >= _INT32:
+            raise ValueError(f"one image spans {reach + 1} elements, more than the kernels' int32 offsets allow")
+    own = ok is None
+    if own:
+        ok = new_ok_flag(images.device)
+    cp, planes = _layout(images)
+    if _layout(out) != (cp, planes):  # out of place from a non-dense input: walk the planes of both
+        cp, planes = 1, C
+    th, te = TILE[images.element_size()]
+    src = images.view(torch.int16) if images.dtype == torch.bfloat16 else images  # bfloat16 handled as its bits
+    dst = out.view(torch.int16) if out.dtype == torch.bfloat16 else out
+    meta = (
         pixels.contiguous(),
         offsets.to(torch.int64).contiguous(),
         sizes.to(torch.int64).contiguous(),
@@ -217,14 +353,31 @@ def _launch(kernel, grid, target, pixels, offsets, sizes, boxes, patch_ids, acti
         patch_ids.to(torch.int64).contiguous(),
         active.to(torch.bool).contiguous().view(torch.uint8),
         alpha.to(torch.float32).contiguous(),
-        patch_ids.shape[1],
-        H,
-        W,
-        *target.stride(),
-        tiles_w,
-        C=C,
-        KIND=2 if target.dtype == torch.int16 else _KIND[target.dtype],
-        TH=th,
-        TW=tw,
-        **_OPTIONS,
+        ok,
     )
+    constexprs = {
+        "K": K,
+        "CP": cp,
+        "PLANES": planes,
+        "KIND": _KIND[images.dtype],
+        "CHECK": bool(check_values),
+        "TH": th,
+        "TE": te,
+        "num_warps": _NUM_WARPS,
+        "enable_fp_fusion": False,  # torch rounds a * q and (1 - a) * x separately
+    }
+    if inplace:
+        if B * K >= _INT32:
+            raise ValueError(f"{B} x {K} slots are more than one launch's grid allows")
+        args = (dst, *meta, H, W, *dst.stride())
+        launch(_paste_in_place_kernel, (B * K, SPLIT), args, {**constexprs, "SPLIT": SPLIT}, images.device)
+    else:
+        tiles_e = triton.cdiv(W * cp, te)
+        tiles = triton.cdiv(H, th) * tiles_e
+        if B * tiles >= _INT32:
+            raise ValueError(f"{B} images of {tiles} tiles are more than one launch's grid allows")
+        args = (src, dst, *meta, H, W, tiles, tiles_e, *src.stride(), *dst.stride())
+        launch(_copy_paste_kernel, (B * tiles,), args, constexprs, images.device)
+    if own:
+        assert_ok(ok, OVERLAP_MESSAGE)
+    return out
