@@ -144,6 +144,42 @@ def test_forward_pixels_and_format(bank, stats, table, dtype, channels, channels
     assert params.changed.any()
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_forward_in_place_writes_into_the_given_images(bank, stats, table, dtype):
+    # inplace=True: the returned images are the caller's tensor, modified; values as the slow reference
+    aug = _aug(bank, stats, p=0.9, generator=5)
+    images = make_images(24, 3, CANVAS, dtype, channels_last=True, seed=3)
+    labels = table[:24].clone()
+    target = images.clone(memory_format=torch.preserve_format)
+    out, new_labels, params = aug(target, labels, return_params=True, inplace=True)
+    assert out is target and out.is_contiguous(memory_format=torch.channels_last)
+    ref = reference_paste(
+        images, bank.pixels, bank.offsets, bank.sizes, params.boxes, params.patch_ids, params.active, params.alpha
+    )
+    assert torch.equal(target, ref) and not torch.equal(target, images)
+    assert torch.equal(labels, table[:24]) and new_labels is not labels  # labels are never written in place
+    again = images.clone(memory_format=torch.preserve_format)
+    assert aug.apply(again, params, inplace=True) is again and torch.equal(again, ref)
+    assert torch.equal(aug(images, labels, params=params)[0], ref)  # out of place: the same values
+    assert aug.backend == "cpu-loop"
+
+
+def test_replayed_overlapping_params_raise(bank, stats, table):
+    aug = _aug(bank, stats, p=1.0, max_patches=3)
+    normal = table[table[:, NF] > 0][:8].clone()
+    images = make_images(8, 1, CANVAS, torch.uint8, seed=6)
+    _, _, params = aug(images, normal, return_params=True)
+    b = int(params.active.sum(1).argmax())
+    assert int(params.active[b].sum()) >= 2, "the test needs a sample with two patches"
+    edited = params[:]  # a copy: shift slot 1 onto slot 0
+    edited.boxes = params.boxes.clone()
+    edited.boxes[b, 1] = params.boxes[b, 0]
+    edited.patch_ids = params.patch_ids.clone()
+    edited.patch_ids[b, 1] = params.patch_ids[b, 0]
+    with pytest.raises(ValueError, match=f"must not overlap: sample {b}, slots 0 and 1"):
+        aug(images, normal, params=edited)
+
+
 def test_same_seed_same_output_and_replay(bank, stats, table):
     images = make_images(48, 3, CANVAS, torch.float32, seed=1)
     labels = table[:48].clone()
@@ -358,6 +394,26 @@ def test_cuda_forward_has_no_host_sync(bank, stats, table, companions):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == images.shape and new_labels.shape == labels.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cuda_in_place_forward_equals_cpu_without_sync(bank, stats, table, dtype):
+    aug = _aug(bank, stats, p=0.9, generator=2)
+    images = make_images(64, 3, CANVAS, dtype, channels_last=True, seed=4)
+    labels = table[:64].clone()
+    out, lab, params = aug(images, labels, return_params=True)
+    aug_cuda = _aug(bank, stats, p=0.9, generator=2).cuda()
+    target, cuda_params = images.cuda(), params.to("cuda")
+    aug_cuda(target.clone(), labels.cuda(), params=cuda_params, inplace=True)  # build outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        res, lab_cuda = aug_cuda(target, labels.cuda(), params=cuda_params, inplace=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert res is target and torch.equal(res.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
+    assert aug_cuda.backend == "triton"
 
 
 def test_uncovered_tail_class_triggers_blends_but_is_never_pasted(bank, stats):
