@@ -1,7 +1,8 @@
 """The benchmark groups, each a function that returns its rows, and :func:`run_benchmarks`, which runs them all.
 
-- :func:`augment_group`: DADAM's forward, DADAM with params given, the clone roofline, the naive loop, the forced
-  paste paths, ``torch.compile``, kornia and DALI, for each ``(batch, channels, dtype)`` of the config;
+- :func:`augment_group`: DADAM's forward out of place and in place, DADAM with params given, the clone roofline, the
+  naive loop, the forced paste paths, ``torch.compile``, kornia and DALI, for each ``(batch, channels, dtype)`` of
+  the config;
 - :func:`offline_group`: the offline reference, per image and ``export()`` end to end;
 - :func:`train_group`: an FPSM training step with and without DADAM;
 - :func:`pipeline_group`: JPEG files to device batches, torch ``DataLoader`` against DALI;
@@ -91,8 +92,9 @@ def augment_group(cfg: BenchConfig, progress: Progress | None = None) -> list[Re
 class _AugmentCase:
     """The rows of :func:`augment_group` for one ``(batch, channels, dtype)``: one input batch, one set of params.
 
-    DADAM, DADAM with params given, the clone, the copy into a reused buffer, the naive loop and DALI are timed in
-    interleaved rounds (:meth:`time_interleaved`), so their ratios see the same machine load.
+    DADAM (out of place and in place), DADAM with params given, the clone, the copy into a reused buffer, the naive
+    loop and DALI are timed in interleaved rounds (:meth:`time_interleaved`), so their ratios see the same machine
+    load. The in-place row writes into its own copy of the batch, so every other row reads the same images.
     """
 
     def __init__(self, cfg: BenchConfig, setup: AugmentSetup, batch: int, channels: int, dtype: str) -> None:
@@ -106,6 +108,7 @@ class _AugmentCase:
             device=device, warmup=cfg.warmup, repeats=cfg.repeats, inner=cfg.inner, budget_s=cfg.budget_s
         )
         self.images = image_batch(batch, channels, dtype, cfg.size, device=device, seed=cfg.seed)
+        self.inplace_images = self.images.clone()  # written by the in-place row, call after call
         self.labels = benchmark_labels(batch, self.aug.tail_mask, seed=cfg.seed, pool=setup.pool).to(device)
         self.params = self.aug.sample(self.labels)
         self.dali_name = "DALI fn.multi_paste" + (" (CPU pipeline)" if device.type == "cpu" else "")
@@ -131,8 +134,10 @@ class _AugmentCase:
     def time_interleaved(self) -> dict[str, list[float]]:
         """Seconds per call of DADAM, the replay, the roofline calls, the naive loop and DALI, in the same rounds."""
         aug, images, labels, params = self.aug, self.images, self.labels, self.params
+        work = self.inplace_images
         fns = {
             "dadam": lambda: aug(images, labels),
+            "dadam in place": lambda: aug(work, labels, inplace=True),
             "replay": lambda: aug(images, labels, params=params),
             **peers.roofline_calls(images),
         }
@@ -162,9 +167,22 @@ class _AugmentCase:
             "sample_only_images_per_s": images_per_s(self.batch, sample_times),
             **self.bank_info,
             "page_faults_per_call": self.faults["dadam"],
+            "backend": aug.backend,
         }
         if self.device.type == "cuda":
             extra["no_host_sync"] = host_sync_check(lambda: aug(images, labels))
+        dadam = self.row("DADAM", times["dadam"], **extra)
+        work = self.inplace_images
+        in_place = self.row(
+            "DADAM in place",
+            times["dadam in place"],
+            backend=aug.backend,
+            in_place=True,
+            note="aug(images, labels, inplace=True): writes only the patch pixels into the caller's images",
+            speed_vs_out_of_place=images_per_s(self.batch, times["dadam in place"]) / dadam.images_per_s,
+        )
+        if self.device.type == "cuda":
+            in_place.extra["no_host_sync"] = host_sync_check(lambda: aug(work, labels, inplace=True))
         note = "aug(images, labels, params=params): paste, blend, labels; the naive loop's work"
         replay_faults = self.faults["replay"]
         clone = self.row(
@@ -175,7 +193,8 @@ class _AugmentCase:
         )
         clone.group = "roofline"
         rows = [
-            self.row("DADAM", times["dadam"], **extra),
+            dadam,
+            in_place,
             self.row("DADAM replay (params given)", times["replay"], note=note, page_faults_per_call=replay_faults),
             clone,
         ]

@@ -89,6 +89,10 @@ def _note(r: Result) -> str:
         note = f"{x['label_rows']} label rows in {x['seconds']:.2f} s (labels only, no pixels)"
     if "mean_active_patches" in x:
         note = f"{x['mean_active_patches']:.2f} patches/img ({x['mean_active_patches_normal']:.2f} normal)"
+    if "speed_vs_out_of_place" in x:
+        note = f"{x['speed_vs_out_of_place']:.2f}x out of place"
+    if "backend" in x:
+        note = f"backend {x['backend']}; {note}" if note else f"backend {x['backend']}"
     if "equal_to_dadam" in x:
         same = "output == DADAM" if x["equal_to_dadam"] else "OUTPUT DIFFERS from DADAM"
         note = f"{same}; {note}" if "extrapolated_hours" in x else same

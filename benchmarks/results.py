@@ -9,11 +9,15 @@ import torch
 
 __all__ = ["CPU_TARGETS", "CUDA_TARGETS", "Result", "above_roofline_reason", "add_ratios", "check_targets"]
 
-# Targets (see the issue). Values are checked where the entry exists on the device the run is on.
+# Targets (see the issues). Values are checked where the entry exists on the device the run is on. The img/s figures
+# are those of an H200 (a clone of 3x448x448 float32 at ~872k img/s); the fractions of the clone of the same batch,
+# measured in the same run, are the targets on any GPU.
 CUDA_TARGETS = {
-    "dadam_f32_b256_img_s": 500_000.0,
-    "dadam_f32_b256_roofline": 0.55,
-    "dadam_u8_b256_img_s": 2_000_000.0,
+    "dadam_f32_b256_roofline": 0.8,
+    "dadam_f32_b256_img_s": 700_000.0,
+    "dadam_u8_b256_roofline": 0.5,
+    "dadam_u8_b256_img_s": 4_000_000.0,
+    "dadam_in_place_vs_out_of_place": 5.0,
     "dadam_vs_kornia_cutmix": 500.0,
     "fpsm_overhead_pct": 0.5,
     "dadam_vs_offline": 1000.0,
@@ -119,7 +123,8 @@ def above_roofline_reason(row: Result, clone: Result) -> str:
 def add_ratios(results: list[Result]) -> None:
     """Add ratios against the naive loop, kornia CutMix, the offline reference and the roofline to each entry.
 
-    An augment row above 100 % of the roofline gets ``extra["above_roofline"]``: :func:`above_roofline_reason`.
+    An augment row above 100 % of the roofline gets ``extra["above_roofline"]``: :func:`above_roofline_reason`; an
+    in-place row (``extra["in_place"]``) is not bound by the clone (it copies nothing) and gets that reason instead.
     """
     ok = {(r.name, r.key): r for r in results if r.images_per_s and r.status == "ok"}
     offline = next((r.images_per_s for r in results if r.name.startswith("offline reference") and r.images_per_s), None)
@@ -132,7 +137,11 @@ def add_ratios(results: list[Result]) -> None:
         r.extra["fraction_of_roofline"] = r.images_per_s / clone.images_per_s if clone else None
         r.extra["speed_vs_offline"] = r.images_per_s / offline if offline else None
         if clone and r.images_per_s > clone.images_per_s:
-            r.extra["above_roofline"] = above_roofline_reason(r, clone)
+            r.extra["above_roofline"] = (
+                "in place: it writes only the patch pixels and copies nothing, so the clone does not bound it"
+                if r.extra.get("in_place")
+                else above_roofline_reason(r, clone)
+            )
 
 
 def check_targets(results: list[Result], device: torch.device | str) -> list[dict]:
@@ -153,19 +162,21 @@ def check_targets(results: list[Result], device: torch.device | str) -> list[dic
         out.append({"name": name, "value": value, "target": True, "op": "==", "pass": value})
 
     dadam = [r for r in results if r.name == "DADAM" and r.images_per_s]
+    in_place = [r for r in results if r.name == "DADAM in place" and r.images_per_s]
     sampler = [r for r in results if r.group == "sampler" and r.images_per_s]
     if torch.device(device).type == "cuda":
         f32 = next((r for r in dadam if r.batch == 256 and r.dtype == "float32" and r.shape[0] == 3), None)
         u8 = next((r for r in dadam if r.batch == 256 and r.dtype == "uint8" and r.shape[0] == 1), None)
         if f32:
-            add("DADAM B=256 3x448 float32 img/s", f32.images_per_s, CUDA_TARGETS["dadam_f32_b256_img_s"], ">=", f32)
-            for name, key, target in (
-                ("DADAM B=256 float32 fraction of clone roofline", "fraction_of_roofline", "dadam_f32_b256_roofline"),
-                ("DADAM vs kornia RandomCutMixV2", "speed_vs_kornia_cutmix", "dadam_vs_kornia_cutmix"),
-            ):
-                add(name, f32.extra.get(key), CUDA_TARGETS[target], ">=", f32)
+            add("DADAM B=256 float32 fraction of clone roofline", f32.extra.get("fraction_of_roofline"),
+                CUDA_TARGETS["dadam_f32_b256_roofline"], ">=", f32)  # fmt: skip
+            add("DADAM B=256 3x448 float32 img/s (H200)", f32.images_per_s, CUDA_TARGETS["dadam_f32_b256_img_s"], ">=")
+            add("DADAM vs kornia RandomCutMixV2", f32.extra.get("speed_vs_kornia_cutmix"),
+                CUDA_TARGETS["dadam_vs_kornia_cutmix"], ">=", f32)  # fmt: skip
         if u8:
-            add("DADAM B=256 1x448 uint8 img/s", u8.images_per_s, CUDA_TARGETS["dadam_u8_b256_img_s"], ">=", u8)
+            add("DADAM B=256 uint8 fraction of clone roofline", u8.extra.get("fraction_of_roofline"),
+                CUDA_TARGETS["dadam_u8_b256_roofline"], ">=", u8)  # fmt: skip
+            add("DADAM B=256 1x448 uint8 img/s (H200)", u8.images_per_s, CUDA_TARGETS["dadam_u8_b256_img_s"], ">=")
             add(
                 "DADAM vs offline reference",
                 u8.extra.get("speed_vs_offline"),
@@ -177,7 +188,12 @@ def check_targets(results: list[Result], device: torch.device | str) -> list[dic
         if step:
             overhead = step.extra["overhead_pct"]
             add("FPSM step overhead of DADAM (%)", overhead, CUDA_TARGETS["fpsm_overhead_pct"], "<=", step)
-        hosts = [r.extra["no_host_sync"] for r in dadam if "no_host_sync" in r.extra]
+        for r in in_place:
+            if r.batch == 256:
+                name = f"DADAM in place vs out of place B=256 {r.shape[0]}ch {r.dtype}"
+                target = CUDA_TARGETS["dadam_in_place_vs_out_of_place"]
+                add(name, r.extra.get("speed_vs_out_of_place"), target, ">=", r)
+        hosts = [r.extra["no_host_sync"] for r in dadam + in_place if "no_host_sync" in r.extra]
         if hosts:
             check("DADAM without host sync", all(h is True for h in hosts))
         for r in sampler:

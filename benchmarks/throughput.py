@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"device: {doc['device']}  date: {doc['date']}  torch {torch.__version__}  "
         f"({'tiny' if args.tiny else 'quick' if quick else 'full'}, {doc['wall_s']:.1f} s: {groups})"
     )
+    backends = sorted({r.extra["backend"] for r in results if "backend" in r.extra})
+    doc["dadam_backend"] = backends[0] if len(backends) == 1 else backends
+    print(f"DADAM paste backend: {', '.join(backends) or 'not measured'}")
     print(format_table(results, targets))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
