@@ -14,6 +14,11 @@ over a whole label table on the CPU. Each companion rule is two steps:
 
 Nothing syncs with the host: it runs under ``torch.cuda.set_sync_debug_mode("error")``.
 
+On CUDA the co-occurrence rule runs as one Triton kernel (:mod:`dadam.kernels.sampler`): two launches per call,
+the ``torch.rand`` and the kernel, with the same params as the torch function for the same uniforms. The torch
+function stays the CPU path and the reference; the correlation rule runs as torch ops on every device. See
+:mod:`dadam.sampling.backend` (``backend=`` of :func:`sample_batch`, :func:`sampler_backend`).
+
 The rules (``DadamConfig.companions``, a normal image's companions; see :mod:`dadam.sampling.cooccurrence` and
 :mod:`dadam.sampling.correlation`):
 
@@ -22,7 +27,7 @@ The rules (``DadamConfig.companions``, a normal image's companions; see :mod:`da
 
 Modules: ``params`` (:class:`DadamParams`, :func:`apply_labels`), ``uniforms`` (the named draws), ``tables``
 (:class:`SamplerTables`, :func:`build_tables`, :func:`sampling_weights`), ``draws`` (the building blocks),
-``correlation`` and ``cooccurrence`` (one per rule).
+``correlation`` and ``cooccurrence`` (one per rule), ``backend`` (kernel or torch rule).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from dadam.config import DadamConfig
+from dadam.sampling.backend import BACKENDS, SamplerBackend, draw_params, sampler_backend
 from dadam.sampling.cooccurrence import cooccurrence_params, cooccurrence_uniforms
 from dadam.sampling.correlation import correlation_params, correlation_uniforms
 from dadam.sampling.params import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams, apply_labels
@@ -43,11 +49,13 @@ from dadam.sampling.tables import (
 from dadam.sampling.uniforms import Uniforms, UniformSpec
 
 __all__ = [
+    "BACKENDS",
     "MODE_BLEND",
     "MODE_NONE",
     "MODE_PASTE",
     "RULES",
     "DadamParams",
+    "SamplerBackend",
     "SamplerTables",
     "UniformSpec",
     "Uniforms",
@@ -60,6 +68,7 @@ __all__ = [
     "correlation_uniforms",
     "sample",
     "sample_batch",
+    "sampler_backend",
     "sampling_weights",
     "tables_from_weights",
 ]
@@ -92,9 +101,11 @@ def sample_batch(
     *,
     generator: torch.Generator | None = None,
     mask: torch.Tensor | None = None,
+    ok: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> DadamParams:
     """Draw DADAM params for a batch of labels with ``config.companions``'s rule: one ``torch.rand``, then its pure
-    function.
+    function (on CUDA, for the co-occurrence rule, its Triton kernel: two launches in all, no host sync).
 
     Args:
         labels: ``(B, C)`` multi-hot labels (1 positive, 0 negative, NaN unknown) on the tables' device.
@@ -102,6 +113,10 @@ def sample_batch(
         config: the validated options.
         generator: a ``torch.Generator`` on the labels' device (None: torch's default generator).
         mask: ``(B,)`` bool, the samples that may change (``p`` still applies); None: all.
+        ok: ``(1,)`` int32 on the labels' device, set to 0 when a label is not 0, 1 or NaN (checked on the device,
+            no host sync; follow with ``torch._assert_async(ok)``); None: no check here.
+        backend: ``"auto"`` (the kernel where it applies on CUDA, else the torch function), ``"torch"`` or
+            ``"triton"`` (CPU tensors: under Triton's interpreter); see :mod:`dadam.sampling.backend`.
 
     Returns:
         the :class:`DadamParams` on the labels' device.
@@ -112,8 +127,9 @@ def sample_batch(
     """
     check_mask(mask, labels)
     uniforms, rule = RULES[config.companions]
-    u = uniforms(config).draw(labels.shape[0], generator=generator, device=labels.device)
-    return rule(labels, u, tables, config, mask)
+    spec = uniforms(config)
+    u = spec.draw(labels.shape[0], generator=generator, device=labels.device)
+    return draw_params(labels, u, spec, rule, tables, config, mask=mask, ok=ok, backend=backend)
 
 
 def sample(

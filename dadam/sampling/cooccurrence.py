@@ -81,9 +81,9 @@ def cooccurrence_params(
         gate = gate & mask[:, None]
 
     w_tail = torch.where(normal, tables.tail_weight, tables.blend_tail_weight * pos_other)  # (B, C)
-    t, ok_t = categorical(w_tail, u.tail[:, None])  # (B, 1), (B, 1)
+    t, ok_t = categorical(w_tail, u.tail[:, None], sequential=True)  # (B, 1), (B, 1)
     w_blend = tables.companion_weight.index_select(0, t.view(B)).masked_fill(pos, 0.0)  # (B, C) counts with t
-    j, ok_j = categorical(w_blend, u.companion[:, None])  # (B, 1) a covered class the image lacks
+    j, ok_j = categorical(w_blend, u.companion[:, None], sequential=True)  # (B, 1) a covered class it lacks
     active0 = gate & ok_t & (normal | ok_j)  # (B, 1)
     paste, blend = active0 & normal, active0 & ~normal  # (B, 1)
 

@@ -8,15 +8,49 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["categorical", "first_fit", "has_class", "overlaps", "pick_in_range", "place"]
+__all__ = ["categorical", "first_fit", "has_class", "overlaps", "pick_in_range", "place", "sequential_cdf"]
 
 
-def categorical(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sequential_cdf(weights: torch.Tensor) -> torch.Tensor:
+    """The CDF of the co-occurrence rule: a float64 running sum from the first class to the last, each partial sum
+    rounded to float32. The same numbers on every device (the sampler kernel adds in this order too).
+
+    Args:
+        weights: ``(B, C)`` weights ``>= 0``, any float dtype.
+
+    Returns:
+        ``(B, C)`` float32 partial sums.
+
+    Shape:
+        ``(B, C)`` -> ``(B, C)``.
+
+    Example:
+        >>> sequential_cdf(torch.tensor([[2.0**24, 1.0, 1.0]])).tolist()  # float32 partial sums would stay 2**24
+        [[16777216.0, 16777216.0, 16777218.0]]
+    """
+    w = weights.to(torch.float64)  # (B, C)
+    if w.device.type == "cpu":
+        return torch.cumsum(w, -1).to(torch.float32)  # the CPU's cumsum is this very loop (tested)
+    # elsewhere cumsum is a parallel scan, whose float64 sums may differ in the last bit: add in class order
+    acc = w.narrow(-1, 0, 1)  # (B, 1)
+    sums = [acc]
+    for c in range(1, w.shape[-1]):
+        acc = acc + w.narrow(-1, c, 1)
+        sums.append(acc)
+    return torch.cat(sums, -1).to(torch.float32)
+
+
+def categorical(
+    weights: torch.Tensor, u: torch.Tensor, *, sequential: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF draws over the last dimension of ``weights`` (one row per sample, a few classes).
 
     Args:
         weights: ``(B, C)`` unnormalised weights ``>= 0``.
         u: ``(B, R)`` uniforms in ``[0, 1)``: R draws per row from the same weights.
+        sequential: take the CDF of :func:`sequential_cdf` (the co-occurrence rule: equal on every device);
+            False: ``torch.cumsum`` in the weights' dtype (the correlation rule, the stream of release 0.1.0; the CPU
+            accumulates in float64 in class order, CUDA in float32 by a parallel scan).
 
     Returns:
         ``index (B, R)`` long, always a class with positive weight when the row has one (0 when none), and
@@ -29,7 +63,7 @@ def categorical(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, t
         >>> categorical(torch.tensor([[0.0, 1.0, 3.0]]), torch.tensor([[0.1, 0.5]]))
         (tensor([[1, 2]]), tensor([[True]]))
     """
-    cdf = torch.cumsum(weights, -1)  # (B, C)
+    cdf = sequential_cdf(weights) if sequential else torch.cumsum(weights, -1)  # (B, C)
     total = cdf.narrow(-1, cdf.shape[-1] - 1, 1)  # (B, 1)
     v = u * total  # (B, R)
     # u * total may round up to total: the classes from the last positive one on (cdf == total) never count as
