@@ -124,6 +124,21 @@ def test_triton_equals_loop_exactly(bank, dtype, channels, channels_last, inplac
     _assert_same(b, a)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bfloat16])
+def test_image_sides_that_are_no_multiple_of_the_tile(bank, dtype):
+    # 77 rows x 101 columns: partial tiles at the bottom and the right, packed and planar layouts, both kernels
+    slots = _random_slots(bank, 3, 5, seed=30)
+    for channels_last in (False, True):
+        images = make_images(3, 3, 128, dtype, channels_last=channels_last, seed=31)[:, :, :77, :101]
+        images = images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        a = paste_with_bank(bank, images, **slots, path="loop")
+        assert not torch.equal(a, images)
+        _assert_same(paste_with_bank(bank, images, **slots, path="triton"), a)
+        target = images.clone(memory_format=torch.preserve_format)
+        paste_with_bank(bank, target, **slots, path="triton", inplace=True)
+        _assert_same(target, a)
+
+
 def test_uint8_ties_round_half_to_even(bank):
     # alpha 0.5 over backgrounds of both parities: v = (q + x) / 2 hits k + 0.5 for odd q + x.
     slots = _random_slots(bank, 1, 1, seed=7, alpha=(0.5,), spread=0)

@@ -10,7 +10,7 @@ On CPU tensors the kernels run under Triton's interpreter (slow; for tests and d
 int32 holding 1: one fill launch), passes it to each kernel, and asserts it once at the end with
 ``assert_ok(ok, message)`` (``torch._assert_async``: no host sync; a bad value stops the process at the next
 synchronisation with a device-side assert). A kernel never sets the word to 1: where it finds a bad input it stores
-0 (a masked store of the constant 0, so concurrent programs cannot conflict). In a
+0 (a masked store of the constant 0 or an atomic AND: concurrent programs cannot conflict). In a
 :class:`~dadam.augment.DiseasedAreaAugment` forward:
 
 - the sampler's kernel stores 0 for labels outside ``{0, 1, NaN}``;
