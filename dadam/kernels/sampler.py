@@ -316,6 +316,8 @@ if HAS_TRITON:
         packed = tl.reduce(tl.where(r == 0, packed, 0), 1, _or_combine, keep_dims=True)  # (BLOCK, 1)
         hot = ((packed >> 7) & bit) != 0  # (BLOCK, CP) a placed class of a paste
         gained = ((packed & 3) == 2) & (((packed >> 2) & 31) == cc)  # (BLOCK, CP) the class a blend gains
+        if not x.dtype.is_fp64():
+            x = x.to(tl.float32)  # exact; the value written is then exact too (a copy, 0, 1 or blend_label)
         y = tl.where((packed & 3) == 1, tl.where(hot, 1.0, 0.0), tl.where(gained, blend_label, x))
         tl.store(out_labels_ptr + sample.to(tl.int64) * C + cc, y, mask=in_labels)
 
