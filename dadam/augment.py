@@ -13,21 +13,18 @@ from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
 from dadam.ops import SUPPORTED_DTYPES, check_image_values, paste_backend, paste_patches
 from dadam.sampling import DadamParams, SamplerTables, apply_labels, build_tables, sample_batch
+from dadam.sampling.backend import clear_ok_if_bad
 from dadam.stats import LabelStats
 
 __all__ = ["DiseasedAreaAugment", "check_image_values", "check_label_values"]
 
 
-def check_label_values(labels: torch.Tensor, *, ok: torch.Tensor | None = None) -> None:
+def check_label_values(labels: torch.Tensor) -> None:
     """Labels must be 0, 1 or NaN (unknown). On the CPU a ``ValueError`` names the values found; on a GPU a
-    device-side assert (``torch._assert_async``, no host sync) stops the process at the next synchronisation, or,
-    with a caller's ``ok`` word (:mod:`dadam.kernels`), 0 is stored into ``ok`` and the caller asserts it."""
+    device-side assert (``torch._assert_async``, no host sync) stops the process at the next synchronisation."""
     ok_values = (labels == 0) | (labels == 1) | torch.isnan(labels)  # (B, C)
     if labels.device.type != "cpu":
-        if ok is not None:
-            ok.mul_(ok_values.all())
-        else:
-            torch._assert_async(ok_values.all(), "DADAM: labels must be 0, 1 or NaN (unknown)")
+        torch._assert_async(ok_values.all(), "DADAM: labels must be 0, 1 or NaN (unknown)")
     elif not bool(ok_values.all()):
         bad = labels[~ok_values]
         raise ValueError(
@@ -217,14 +214,15 @@ class DiseasedAreaAugment(nn.Module):
         <reason>)"`` or ``"cpu-loop"`` (:func:`dadam.ops.paste_backend`)."""
         return paste_backend(self.pixels.device)
 
-    def _check_labels(self, labels: torch.Tensor, *, ok: torch.Tensor | None = None) -> None:
+    def _check_labels(self, labels: torch.Tensor, *, values: bool = True) -> None:
         if labels.ndim != 2 or labels.shape[1] != len(self.class_names):
             raise ValueError(f"labels must be (B, {len(self.class_names)}), got shape {tuple(labels.shape)}")
         if labels.device != self.tail_weight.device:
             raise ValueError(
                 f"labels are on {labels.device}, the module on {self.tail_weight.device}: call aug.to(device)"
             )
-        check_label_values(labels, ok=ok)
+        if values:
+            check_label_values(labels)
 
     def sample(self, labels: torch.Tensor, *, mask: torch.Tensor | None = None) -> DadamParams:
         """Draw the params for a batch of labels alone (no pixels): for audits and offline export.
@@ -240,10 +238,10 @@ class DiseasedAreaAugment(nn.Module):
         self._check_labels(labels)
         return self._draw(labels, mask)
 
-    def _draw(self, labels: torch.Tensor, mask: torch.Tensor | None) -> DadamParams:
-        """:meth:`sample` for checked labels."""
+    def _draw(self, labels: torch.Tensor, mask: torch.Tensor | None, ok: torch.Tensor | None = None) -> DadamParams:
+        """:meth:`sample` for checked labels (with ``ok``: the sampler checks the label values into it)."""
         generator = self._generator_for(labels.device)
-        return sample_batch(labels, self.tables, self.config, generator=generator, mask=mask)
+        return sample_batch(labels, self.tables, self.config, generator=generator, mask=mask, ok=ok)
 
     def apply(
         self, images: torch.Tensor, params: DadamParams, *, path: str = "auto", inplace: bool = False
@@ -318,14 +316,16 @@ class DiseasedAreaAugment(nn.Module):
             from dadam.kernels import new_ok_flag
 
             ok = new_ok_flag(images.device)
-        self._check_labels(labels, ok=ok)
+        self._check_labels(labels, values=ok is None)  # on a GPU: the label values go into ok (sampler or below)
         if labels.shape[0] != B:
             raise ValueError(f"images and labels differ in batch size: {B} and {labels.shape[0]}")
         if ok is None:
             check_image_values(images)  # on a GPU: checked by the paste
         if params is None:
-            params = self._draw(labels, mask)
+            params = self._draw(labels, mask, ok)
         else:
+            if ok is not None:
+                clear_ok_if_bad(ok, labels)
             if mask is not None:
                 raise ValueError("give params (a replay: they already say which samples change) or mask, not both")
             if len(params) != B:
