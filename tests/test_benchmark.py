@@ -300,7 +300,9 @@ def test_sampler_group_rows_and_target():
     cfg = make_config(device="cpu", quick=True, tiny=True, progress=False)
     cfg.sampler_rows, cfg.repeats = 5000, 2
     rows = sampler_group(cfg)
-    assert [r.name for r in rows] == ["DADAM sampler (cooccurrence)", "DADAM sampler (correlation)"]
+    kernel_row = "DADAM sampler (cooccurrence, Triton kernel)"
+    assert [r.name for r in rows] == ["DADAM sampler (cooccurrence)", "DADAM sampler (correlation)", kernel_row]
+    assert rows.pop().status == "skipped: no CUDA"
     for r in rows:
         assert r.status == "ok" and r.group == "sampler" and r.batch == 5000 and r.extra["label_rows"] == 5000
         assert r.extra["seconds_per_100k_rows"] == pytest.approx(r.extra["seconds"] * 20)
