@@ -104,6 +104,43 @@ def test_sample_labels_seeded():
             sy.sample_labels(3, seed=bad)
 
 
+def test_sample_labels_default_rows_are_unchanged():
+    # the default rows: the README's audit figures and other tests rely on them
+    digest = hashlib.sha256(sy.sample_labels(20000, seed=0).tobytes()).hexdigest()
+    assert digest == "512cf584b23d6f1574c3685a0f5fd52066e8602a008a98cec25323c0da0eb7d0"
+    assert np.array_equal(sy.sample_labels(500, seed=3, min_rate=0.0), sy.sample_labels(500, seed=3))
+
+
+def test_min_rate_raises_the_rare_findings_only():
+    real = np.array([CXR_LT_TRAIN_COUNTS[c] / CXR_LT_TRAIN_IMAGES for c in CXR_LT_CLASSES])
+    y = sy.sample_labels(40000, seed=1, min_rate=0.05)
+    rate = y.mean(0)
+    raised = (real < 0.05) & (np.arange(len(real)) != NF)
+    assert raised.sum() == 15  # the findings rarer than 5 % in CXR-LT
+    assert np.all(np.abs(rate[raised] - 0.05) < 0.006), rate[raised]  # calibrated to the floor
+    kept = ~raised & (np.arange(len(real)) != NF)
+    assert np.all(np.abs(rate[kept] / real[kept] - 1) < 0.12), rate[kept] / real[kept]
+    assert abs(rate[NF] - real[NF]) < 0.01  # No Finding keeps its rate and its meaning
+    others = np.delete(y, NF, axis=1).sum(1)
+    assert np.array_equal(y[:, NF] == 1, others == 0)
+    assert not np.array_equal(y[:500], sy.sample_labels(500, seed=1))
+
+
+@pytest.mark.parametrize("bad", [-0.01, 0.3, float("nan"), "0.1", True, None])
+def test_min_rate_is_checked(bad, tmp_path):
+    with pytest.raises(ValueError, match="min_rate must be ") as err:
+        sy.sample_labels(3, seed=0, min_rate=bad)
+    assert repr(bad) in str(err.value)
+    with pytest.raises(ValueError, match="min_rate must be"):
+        sy.generate("nih", tmp_path, n=2, size=64, min_rate=bad)
+    assert not any(tmp_path.iterdir())
+
+
+def test_min_rate_needs_a_chest_layout(tmp_path):
+    with pytest.raises(ValueError, match="the mura layout needs min_rate=0, got 0.1"):
+        sy.generate("mura", tmp_path, n=2, size=64, min_rate=0.1)
+
+
 # ------------------------------------------------------------------------------------------------------ drawing
 
 

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from dadam.synthetic.drawing import DRAW_BYTES_PER_PIXEL, MAX_SIZE, MIN_SIZE
+from dadam.synthetic.label_sampling import MAX_MIN_RATE
 from dadam.synthetic.layouts import LAYOUTS, generate
 
 __all__ = ["main"]
@@ -27,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         f"{MAX_SIZE}), so the limit keeps two workers well inside 24 GB of memory",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    parser.add_argument(
+        "--min-rate",
+        type=float,
+        default=0.0,
+        help="chest layouts: draw each finding in at least about this fraction of the images, up to "
+        f"{MAX_MIN_RATE} (default 0: the CXR-LT long tail); e.g. 0.03 for an evaluation set with enough rare positives",
+    )
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = min(2, cpu count))")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -52,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             workers=args.workers,
             overwrite=args.overwrite,
+            min_rate=args.min_rate,
         )
     except (ValueError, FileExistsError) as err:
         parser.error(str(err))

@@ -4,6 +4,10 @@ Each class has a standard-normal latent made of shared factors (heart failure, i
 leak/trauma, neoplasm, and a general one) plus its own noise; a class is positive when its latent passes a threshold
 calibrated so that every class keeps its rate in the real CXR-LT 2023 train set. Classes that load on the same factor
 co-occur. ``No Finding`` is 1 exactly when no other class is.
+
+``min_rate`` raises every finding whose CXR-LT rate is lower to that rate (``No Finding`` keeps its rate): an
+evaluation set with enough positives of the rare classes for a stable per-class AP, or a donor set for a patch bank
+that covers the rare classes. The default, 0, draws the CXR-LT rates.
 """
 
 from __future__ import annotations
@@ -22,9 +26,21 @@ from dadam.labels import (
     class_index,
 )
 
-__all__ = ["FACTORS", "FACTOR_LOADINGS", "check_seed", "class_thresholds", "loading_matrix", "sample_labels"]
+__all__ = [
+    "FACTORS",
+    "FACTOR_LOADINGS",
+    "MAX_MIN_RATE",
+    "check_min_rate",
+    "check_seed",
+    "class_rates",
+    "class_thresholds",
+    "loading_matrix",
+    "sample_labels",
+]
 
 _NO_FINDING_INDEX = class_index(NO_FINDING)
+#: Largest ``min_rate``: above it the findings' rates among the rows with a finding no longer fit the copula well.
+MAX_MIN_RATE = 0.25
 
 FACTORS: tuple[str, ...] = ("general", "cardiac", "infection", "icu", "chronic", "airleak", "neoplasm")
 #: class -> {factor: loading}; the rest of each class's variance is its own noise.
@@ -74,16 +90,45 @@ def _latents(n: int, rng: np.random.Generator, loadings: np.ndarray) -> np.ndarr
     return factors @ loadings.T + noise * own
 
 
-@functools.lru_cache(maxsize=1)
-def class_thresholds() -> np.ndarray:
-    """Latent thresholds ``(26,)`` so that, after rejecting all-negative rows, each class has its CXR-LT rate.
+def check_min_rate(min_rate: float) -> float:
+    """``min_rate`` as a float; a ValueError unless it is a number in ``[0, MAX_MIN_RATE]``."""
+    if isinstance(min_rate, bool) or not isinstance(min_rate, (int, float, np.floating, np.integer)):
+        raise ValueError(f"min_rate must be a number in [0, {MAX_MIN_RATE}], got {min_rate!r}")
+    if not 0.0 <= float(min_rate) <= MAX_MIN_RATE:  # NaN fails too
+        raise ValueError(
+            f"min_rate must be in [0, {MAX_MIN_RATE}] (a fraction of the images, e.g. 0.03), got {min_rate!r}"
+        )
+    return float(min_rate)
 
-    A row is "No Finding" with the real rate; otherwise latents are drawn until one class is positive, so the
-    conditional rate of class c must be ``count_c / (images - no_finding)``. Calibrated by a fixed-seed Monte Carlo
-    fixed point on ``P(any positive)``.
+
+def class_rates(min_rate: float = 0.0) -> np.ndarray:
+    """``(26,)`` target rate of each class among all rows: its CXR-LT 2023 train rate, each finding raised to at least
+    ``min_rate`` (``No Finding`` keeps its CXR-LT rate).
+
+    Example:
+        >>> rates = class_rates(0.03)
+        >>> bool(rates.min() >= 0.03), round(float(rates[class_index("Cardiomegaly")]), 3)
+        (True, 0.29)
+    """
+    min_rate = check_min_rate(min_rate)
+    rate = np.array([CXR_LT_TRAIN_COUNTS[c] / CXR_LT_TRAIN_IMAGES for c in CXR_LT_CLASSES])
+    if min_rate > 0:
+        finding = np.arange(NUM_CLASSES) != _NO_FINDING_INDEX
+        rate = np.where(finding, np.maximum(rate, min_rate), rate)
+    return rate
+
+
+@functools.lru_cache(maxsize=8)
+def class_thresholds(min_rate: float = 0.0) -> np.ndarray:
+    """Latent thresholds ``(26,)`` so that, after rejecting all-negative rows, each class has its target rate.
+
+    The targets are :func:`class_rates` (the CXR-LT rates, each finding raised to ``min_rate``). A row is
+    "No Finding" with the CXR-LT rate; otherwise latents are drawn until one class is positive, so the conditional
+    rate of class c must be ``rate_c / (1 - rate_no_finding)``. Calibrated by a fixed-seed Monte Carlo fixed point on
+    ``P(any positive)``.
     """
     loadings = loading_matrix()
-    rate = np.array([CXR_LT_TRAIN_COUNTS[c] / CXR_LT_TRAIN_IMAGES for c in CXR_LT_CLASSES])
+    rate = class_rates(min_rate)
     target = rate / (1.0 - rate[_NO_FINDING_INDEX])  # rate among rows with a finding
     target[_NO_FINDING_INDEX] = 1e-9
     latents = _latents(200_000, np.random.default_rng(12345), loadings)
@@ -109,12 +154,15 @@ def check_seed(seed: int) -> None:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
-def sample_labels(n: int, *, seed: int) -> np.ndarray:
+def sample_labels(n: int, *, seed: int, min_rate: float = 0.0) -> np.ndarray:
     """Draw ``n`` rows of CXR-LT labels with the real long tail and a plausible co-occurrence structure.
 
     Args:
         n: number of rows (>= 0).
         seed: integer seed >= 0; the same seed gives the same rows.
+        min_rate: each finding is positive in at least about this fraction of the rows (its CXR-LT rate when that is
+            higher; ``No Finding`` keeps its rate), in ``[0, MAX_MIN_RATE]``. 0 (default): the CXR-LT rates. The same
+            seed with another ``min_rate`` draws other rows.
 
     Returns:
         ``(n, 26)`` float32 of 0/1 in :data:`dadam.labels.CXR_LT_CLASSES` order; ``No Finding`` is 1 exactly when
@@ -128,8 +176,9 @@ def sample_labels(n: int, *, seed: int) -> np.ndarray:
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
     check_seed(seed)
+    min_rate = check_min_rate(min_rate)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1ABE1]))
-    thresholds = class_thresholds()
+    thresholds = class_thresholds(min_rate)
     loadings = loading_matrix()
     p_no_finding = CXR_LT_TRAIN_COUNTS[NO_FINDING] / CXR_LT_TRAIN_IMAGES
     healthy = rng.random(n) < p_no_finding

@@ -20,7 +20,7 @@ from dadam.files import atomic_write
 from dadam.labels import CHESTX_DET_TO_CXR_LT, CHEXPERT_TO_CXR_LT, CXR_LT_CLASSES, NO_FINDING, class_index
 from dadam.synthetic.drawing import check_size
 from dadam.synthetic.jobs import ImageJob, JobResult, have_pydicom, run_jobs
-from dadam.synthetic.label_sampling import check_seed, sample_labels
+from dadam.synthetic.label_sampling import check_min_rate, check_seed, sample_labels
 from dadam.synthetic.limbs import MURA_PARTS
 
 __all__ = [
@@ -158,8 +158,8 @@ def _positive(labels_row: np.ndarray, name: str) -> bool:
     return bool(labels_row[class_index(name)] > 0.5)
 
 
-def _write_nih(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
-    labels = sample_labels(n, seed=seed)
+def _write_nih(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages, *, min_rate: float) -> None:
+    labels = sample_labels(n, seed=seed, min_rate=min_rate)
     jobs, names = [], []
     patient, follow_up = 0, 0
     for i in range(n):
@@ -207,9 +207,9 @@ def _write_nih(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: Draw
     atomic_write(test_list, "".join(f"{m}\n" for p in ids if p in test for m in patients[p]))
 
 
-def _write_cxr_lt(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
+def _write_cxr_lt(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages, *, min_rate: float) -> None:
     """The MIMIC-CXR-JPG ``files/`` tree with CXR-LT's train/development CSVs and MIMIC's metadata and CheXpert CSVs."""
-    labels = sample_labels(n, seed=seed)
+    labels = sample_labels(n, seed=seed, min_rate=min_rate)
     subject_ids = rng.choice(np.arange(10_000_000, 20_000_000, 37), size=max(1, n), replace=False)
     study_ids = rng.choice(np.arange(50_000_000, 60_000_000, 13), size=max(1, n), replace=False)
     jobs, images = [], []
@@ -283,8 +283,10 @@ def _write_cxr_lt(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: D
     atomic_write(chexpert_csv, _csv_text(list(chexpert.values()), chexpert_header))
 
 
-def _write_chestx_det(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
-    labels = sample_labels(n, seed=seed)
+def _write_chestx_det(
+    root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages, *, min_rate: float
+) -> None:
+    labels = sample_labels(n, seed=seed, min_rate=min_rate)
     jobs = [
         ImageJob(index=i, rel=f"train/{36200 + i}.png", fmt="png", labels=labels[i], polygons=True) for i in range(n)
     ]
@@ -302,9 +304,9 @@ def _write_chestx_det(root: pathlib.Path, n: int, size: int, seed: int, rng, dra
     atomic_write(entries_json, json.dumps(entries))
 
 
-def _write_vindr(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
+def _write_vindr(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages, *, min_rate: float) -> None:
     """``train/<image_id>.dicom`` at a native size of about twice ``size``, and ``train.csv`` with three raters."""
-    labels = sample_labels(n, seed=seed)
+    labels = sample_labels(n, seed=seed, min_rate=min_rate)
     fmt = "dicom" if have_pydicom() else "png"
     jobs = []
     for i in range(n):
@@ -371,7 +373,7 @@ def _mura_studies(n: int, rng) -> list[tuple[str, str, int, int, bool, int]]:
     return studies
 
 
-def _write_mura(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages) -> None:
+def _write_mura(root: pathlib.Path, n: int, size: int, seed: int, rng, draw: DrawImages, *, min_rate: float) -> None:
     studies = _mura_studies(n, rng)
     # number patients per split like MURA (valid patients continue after train's)
     number = {}
@@ -425,6 +427,7 @@ def generate(
     progress: bool = True,
     workers: int = 0,
     overwrite: bool = False,
+    min_rate: float = 0.0,
 ) -> pathlib.Path:
     """Write a phantom dataset of ``n`` images in a real dataset's on-disk layout.
 
@@ -445,12 +448,15 @@ def generate(
         workers: processes; 0 = ``min(2, cpu_count)``.
         overwrite: replace files of the dataset that already exist in ``out`` (an earlier phantom dataset). When
             False, nothing is drawn or written if one exists.
+        min_rate: chest layouts: each finding is drawn in at least about this fraction of the images (its CXR-LT rate
+            when higher; see :func:`~dadam.synthetic.label_sampling.sample_labels`), in ``[0, 0.25]``; 0 (default)
+            keeps the CXR-LT long tail. MURA has no such classes: it needs 0.
 
     Returns:
         The dataset root (``out``) as a :class:`pathlib.Path`.
 
     Raises:
-        ValueError: a bad ``layout``, ``n``, ``size``, ``seed`` or ``workers``.
+        ValueError: a bad ``layout``, ``n``, ``size``, ``seed``, ``workers`` or ``min_rate``.
         FileExistsError: a file the dataset would write exists in ``out`` and ``overwrite`` is False (the error
             names the first one).
 
@@ -470,6 +476,9 @@ def generate(
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
     check_seed(seed)
+    min_rate = check_min_rate(min_rate)
+    if layout == "mura" and min_rate != 0:
+        raise ValueError(f"min_rate applies to the chest layouts; the mura layout needs min_rate=0, got {min_rate}")
     workers = int(workers) or min(2, os.cpu_count() or 1)
     root = pathlib.Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -484,5 +493,5 @@ def generate(
             root, jobs, size=size, seed=int(seed), layout=layout, layout_code=code, workers=workers, progress=progress
         )
 
-    _WRITERS[layout](root, int(n), size, int(seed), rng, draw)
+    _WRITERS[layout](root, int(n), size, int(seed), rng, draw, min_rate=min_rate)
     return root
