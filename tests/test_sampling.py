@@ -170,7 +170,7 @@ def test_sampler_ops_include_no_host_sync(bank, stats, table, companions):
 
 def _cdf_index(weights: np.ndarray, u: float) -> tuple[int, bool]:
     """Slow inverse CDF: the first class whose cumulative weight exceeds ``u * total`` (or reaches the total)."""
-    cdf = np.cumsum(weights.astype(np.float64)).astype(np.float32)  # float32 partial sums, as torch on the CPU
+    cdf = np.cumsum(weights.astype(np.float64)).astype(np.float32)  # float64 running sums rounded to float32
     total = cdf[-1]
     if not total > 0:
         return 0, False

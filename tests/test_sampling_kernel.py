@@ -313,7 +313,7 @@ def fresh_backend(monkeypatch):
 
 
 def test_two_launches_per_call_and_no_sync_on_cuda(bank, stats, table, fresh_backend):
-    config = DadamConfig(max_patches=4)
+    config = DadamConfig(max_patches=4, soft_label=True)
     tables, _ = build_tables(bank, stats, config)
     with fake_cuda() as log:
         cuda_tables = _fake_cuda_tables(tables)
@@ -444,7 +444,17 @@ def test_cuda_kernel_equals_the_torch_rule(bank, stats, table, case):
     u_cuda = spec.split(u.raw.to(dev))
     want = cooccurrence_params(labels.to(dev), u_cuda, cuda_tables, config, mask.to(dev))
     ok = torch.ones(1, dtype=torch.int32, device=dev)
-    got = draw_params(labels.to(dev), u_cuda, spec, cooccurrence_params, cuda_tables, config, mask=mask.to(dev), ok=ok)
+    got = draw_params(
+        labels.to(dev),
+        u_cuda,
+        spec,
+        cooccurrence_params,
+        cuda_tables,
+        config,
+        mask=mask.to(dev),
+        ok=ok,
+        backend="triton",
+    )
     _assert_same(got, want)
     _assert_same(got.to("cpu"), want_cpu)
     assert int(ok) == 1

@@ -32,10 +32,12 @@ interpreter (numpy, one program at a time; slow, for tests), its ``@triton.jit``
 
 from __future__ import annotations
 
+import struct
 import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from dadam.kernels.runtime import HAS_TRITON, launch, tl, triton
@@ -340,6 +342,17 @@ if HAS_TRITON:
         return _interpreted_kernel
 
 
+def _float32_as(value: float, dtype: torch.dtype) -> float:
+    """``float32(value)`` rounded to ``dtype`` (nearest, ties to even, as ``Tensor.to``), on the host with no tensor
+    (so no device and no fake-tensor mode is involved). For finite values."""
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]  # float32 bits
+    if dtype == torch.float16:
+        return float(np.float16(struct.unpack("<f", struct.pack("<I", bits))[0]))
+    if dtype == torch.bfloat16:
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
 def cooccurrence_triton(
     labels: torch.Tensor,
     uniforms: torch.Tensor,
@@ -417,7 +430,7 @@ def cooccurrence_triton(
     )
     # the label of a blended class as apply_labels has it (float32 alpha in the labels' dtype), computed here: the
     # interpreter's float32 -> bfloat16 cast truncates where the GPU's rounds, a value of that dtype casts exactly
-    blend_label = float(torch.tensor(alpha, dtype=torch.float32).to(labels.dtype)) if soft_label else 1.0
+    blend_label = _float32_as(alpha, labels.dtype) if soft_label else 1.0
     scalars = (B, *labels.stride(), float(p), float(alpha), blend_label, float(jitter * tables.canvas), tables.canvas)
     constexprs = {
         "C": C,

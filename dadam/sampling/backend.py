@@ -136,7 +136,8 @@ def draw_params(
         except KernelBuildError as e:  # raised on a variant's first use only: the launch itself propagates
             _FAILED[device] = str(e)
             warnings.warn(
-                f"DADAM sampler: {e}; sampling on {device} with torch ops instead (the same values, more launches)",
+                f"DADAM sampler: the Triton kernel cannot run on {device} ({e}); sampling with torch ops instead (the "
+                "same values, more launches)",
                 RuntimeWarning,
                 stacklevel=3,
             )
