@@ -178,7 +178,7 @@ class DiseasedAreaAugment(nn.Module):
         """
         if not isinstance(config, DadamConfig):
             raise TypeError(f"config must be a DadamConfig, got {type(config).__name__}")
-        return cls(bank, stats, generator=generator, **dataclasses.asdict(config))
+        return cls(bank, stats, generator=generator, **config.augment_options())
 
     def extra_repr(self) -> str:
         return (

@@ -21,7 +21,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["COMPANION_RULES", "DadamConfig", "add_dadam_arguments", "dadam_config_from_args"]
+__all__ = [
+    "COMPANION_RULES",
+    "EPOCH_OPTIONS",
+    "MODES",
+    "PAPER_EXTRA_FRACTION",
+    "DadamConfig",
+    "add_dadam_arguments",
+    "count_or_fraction",
+    "dadam_config_from_args",
+]
 
 # Above this a class weight freq ** -gamma or corr ** beta under/overflows float32 for realistic frequencies
 # (freq >= 1e-6): the sampler's inverse CDF would see inf or 0 everywhere.
@@ -30,17 +39,44 @@ _MAX_EXPONENT = 6.0
 
 # The rules a normal image's companion classes are drawn by (see :mod:`dadam.sampling`).
 COMPANION_RULES = ("cooccurrence", "correlation")
+# How DADAM enters a training epoch: change originals online ("replace") or add extra augmented samples ("extend").
+MODES = ("replace", "extend")
+PAPER_EXTRA_FRACTION = 50_000 / 210_000
+"""The paper's extra samples per kind as a fraction of its training set: 50k pasted and 50k blended on 210k."""
+EPOCH_OPTIONS = ("mode", "extra_paste", "extra_blend")
+"""The options that shape a training epoch (which samples DADAM sees), not the augmentation module itself."""
+# The largest fraction accepted for an extra amount (10 x the training set per kind).
+_MAX_FRACTION = 10.0
 _NO_LEGACY = object()
 
 
-def _opt(default: Any, help: str, *, legacy: Any = _NO_LEGACY, **cli: Any) -> Any:
+def count_or_fraction(text: str) -> int | float:
+    """Parse a command-line amount: ``"50000"`` is a count (int), ``"0.25"`` or ``"1.0"`` a fraction (float).
+
+    Raises:
+        argparse.ArgumentTypeError: the text is not a number.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (e.g. 50000) or a fraction of the training set (e.g. 0.25), got {text!r}"
+        ) from None
+
+
+def _opt(default: Any, help: str, *, legacy: Any = _NO_LEGACY, epoch: bool = False, **cli: Any) -> Any:
     """A dataclass field with its one-line help text and argparse settings (``cli``) in the metadata.
 
     ``help`` may name another option as ``{field_name}``; :func:`add_dadam_arguments` writes its flag there (with the
     parser's prefix). ``legacy``: the value a dict written before this option existed stands for (the behaviour of
-    that release); :meth:`DadamConfig.from_dict` gives it to a dict that lacks the option.
+    that release); :meth:`DadamConfig.from_dict` gives it to a dict that lacks the option. ``epoch``: an option of
+    the training epoch (:data:`EPOCH_OPTIONS`), whose flag only training command lines get.
     """
-    metadata = {"help": help, "cli": cli}
+    metadata = {"help": help, "cli": cli, "epoch": epoch}
     if legacy is not _NO_LEGACY:
         metadata["legacy"] = legacy
     return field(default=default, metadata=metadata)
@@ -66,9 +102,17 @@ class DadamConfig:
             ``"cooccurrence"`` pastes the covered classes of a real training label row that shows the tail class;
             ``"correlation"`` draws them proportional to ``corr ** beta`` (the paper's rule, release 0.1.0). A dict
             without this key (a file of release 0.1.0) reads as ``"correlation"``.
+        mode: how DADAM enters a training epoch (:data:`EPOCH_OPTIONS`; the module itself ignores it):
+            ``"extend"`` (the paper) adds ``extra_paste`` samples drawn from the normal images and ``extra_blend``
+            drawn from the tail-class images to the originals, changes every extra sample and no original (``p`` is
+            not used); ``"replace"`` changes originals online with probability ``p``. A dict without this key reads
+            as ``"replace"``, the behaviour before the option existed.
+        extra_paste: extra pasted samples per epoch (``mode="extend"``): an int is a count, a float a fraction of
+            the training set (default: the paper's 50k / 210k).
+        extra_blend: extra blended samples per epoch, as ``extra_paste``.
     """
 
-    p: float = _opt(0.5, "probability of augmenting an eligible image", type=float)
+    p: float = _opt(0.5, "probability of augmenting an eligible image (in training: replace mode only)", type=float)
     alpha: float = _opt(0.6, "blend weight of the patch on tail-class images", type=float)
     max_patches: int = _opt(3, "most patches pasted on one normal image", type=int)
     tail: tuple[str | int, ...] | None = _opt(
@@ -88,6 +132,27 @@ class DadamConfig:
         "(cooccurrence), or drawn ~ corr^beta (correlation, the paper's rule)",
         legacy="correlation",
         choices=COMPANION_RULES,
+    )
+    mode: str = _opt(
+        "extend",
+        "training epoch: originals plus extra DADAM samples, originals unchanged (extend, the paper), or originals "
+        "changed online with probability {p} (replace)",
+        legacy="replace",
+        choices=MODES,
+        epoch=True,
+    )
+    extra_paste: int | float = _opt(
+        PAPER_EXTRA_FRACTION,
+        "extend mode: extra samples per epoch pasted onto normal images; a count (50000) or a fraction of the "
+        "training set (0.25)",
+        type=count_or_fraction,
+        epoch=True,
+    )
+    extra_blend: int | float = _opt(
+        PAPER_EXTRA_FRACTION,
+        "extend mode: extra samples per epoch blended onto tail-class images; a count or a fraction",
+        type=count_or_fraction,
+        epoch=True,
     )
 
     def __post_init__(self) -> None:
@@ -132,11 +197,36 @@ class DadamConfig:
             raise ValueError(f"soft_label must be a bool, got {self.soft_label!r}")
         if self.companions not in COMPANION_RULES:
             raise ValueError(f"companions must be one of {COMPANION_RULES}, got {self.companions!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("extra_paste", "extra_blend"):
+            _check_amount(name, getattr(self, name))
         if self.tail is not None:
             for t in self.tail:
                 if isinstance(t, bool) or not isinstance(t, (str, numbers.Integral)):
                     raise ValueError(f"tail classes must be class names or int indices, got {t!r} in tail={self.tail}")
         return self
+
+    def augment_options(self) -> dict[str, Any]:
+        """The options of the augmentation module (:class:`dadam.DiseasedAreaAugment`'s keywords): every field but
+        the epoch options (:data:`EPOCH_OPTIONS`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("epoch")}
+
+    def extra_counts(self, n: int) -> tuple[int, int]:
+        """The extra pasted and blended samples of one ``mode="extend"`` epoch over ``n`` training images.
+
+        A count is taken as is; a fraction ``f`` gives ``round(f * n)``. ``(0, 0)`` in ``mode="replace"``.
+
+        Example:
+            >>> DadamConfig().extra_counts(210_000)
+            (50000, 50000)
+            >>> DadamConfig(extra_paste=7, extra_blend=0.5).extra_counts(10)
+            (7, 5)
+        """
+        if self.mode != "extend":
+            return 0, 0
+        amounts = (self.extra_paste, self.extra_blend)
+        return tuple(int(v) if isinstance(v, numbers.Integral) else round(v * n) for v in amounts)
 
     def replace(self, **changes: Any) -> DadamConfig:
         """A copy with some options changed (``dataclasses.replace``)."""
@@ -146,6 +236,9 @@ class DadamConfig:
         """Plain values for JSON files and checkpoints: ``tail`` as a list of names and plain ``int`` indices."""
         d = dataclasses.asdict(self)
         d["tail"] = None if self.tail is None else [t if isinstance(t, str) else int(t) for t in self.tail]
+        for name in ("extra_paste", "extra_blend"):  # a count stays an int, a fraction a float
+            v = d[name]
+            d[name] = int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
         return d
 
     @classmethod
@@ -174,22 +267,29 @@ class DadamConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-def add_dadam_arguments(parser: argparse._ActionsContainer, *, prefix: str = "", exclude: Sequence[str] = ()) -> None:
+def add_dadam_arguments(
+    parser: argparse._ActionsContainer, *, prefix: str = "", exclude: Sequence[str] = (), training: bool = False
+) -> None:
     """Add one flag per :class:`DadamConfig` field: ``--{prefix}{name with - for _}``, its help and its default.
 
     Args:
         parser: a parser or an argument group.
         prefix: flag prefix, e.g. ``"dadam-"`` gives ``--dadam-p``, ``--dadam-max-patches``.
         exclude: field names to leave out.
+        training: also add the epoch options (:data:`EPOCH_OPTIONS`: ``--{prefix}mode``, ``--{prefix}extra-paste``,
+            ``--{prefix}extra-blend``), which only a training command line uses.
     """
     defaults = DadamConfig()
     flags = {f.name: _flag(prefix, f.name) for f in dataclasses.fields(DadamConfig)}
     for f in dataclasses.fields(DadamConfig):
-        if f.name in exclude:
+        if f.name in exclude or (f.metadata.get("epoch") and not training):
             continue
         default = getattr(defaults, f.name)
         cli = dict(f.metadata["cli"])
-        shown = "" if cli.get("action") == "store_true" else f" (default: {default})"
+        shown = f"{default:.6g}" if isinstance(default, float) else default  # 0.238095, not 0.23809523809523808
+        shown = " (default: off)" if cli.get("action") == "store_true" else f" (default: {shown})"
+        if "(default:" in f.metadata["help"]:  # the help says what the default stands for
+            shown = ""
         if cli.get("action") == "store_true":
             cli.setdefault("default", default)
         else:
@@ -215,6 +315,20 @@ def dadam_config_from_args(
         if hasattr(args, dest):
             values[f.name] = getattr(args, dest)
     return (base or DadamConfig()).replace(**values).validate()
+
+
+def _check_amount(name: str, value: Any) -> None:
+    """An extra amount: an int count ``>= 0`` or a finite float fraction in ``[0, 10]``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)):
+        raise ValueError(f"{name} must be a count (int >= 0) or a fraction of the training set (float), got {value!r}")
+    if isinstance(value, numbers.Integral):
+        if value < 0:
+            raise ValueError(f"{name} must be a count >= 0, got {value}")
+    elif not 0.0 <= value <= _MAX_FRACTION:  # NaN fails too
+        raise ValueError(
+            f"{name} must be a fraction of the training set in [0, {_MAX_FRACTION:g}], got {value}; give a count "
+            "as an int (50000)"
+        )
 
 
 def _flag(prefix: str, name: str) -> str:
