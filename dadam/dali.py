@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dadam.data import default_num_workers, per_row_dataset_ids
 from dadam.labels import CXR_LT_CLASSES
 
 try:
@@ -96,14 +97,16 @@ class DaliLoader:
         canvas: output side ``S``.
         batch_size: samples per batch per rank.
         classes: class columns, in output order.
-        dataset_id: id returned for every sample.
+        dataset_id: id returned with each sample: one int for every row, or one per row (looked up on the device
+            with the labels).
         device: ``"cuda"`` (nvJPEG mixed decoding on this process's GPU), ``"cpu"`` or ``"auto"``.
         device_id: CUDA device index (default: ``torch.cuda.current_device()``).
         shard_id: this rank (default: torch.distributed rank, else 0).
         num_shards: ranks (default: torch.distributed world size, else 1).
         train: reshuffle every epoch and drop the last partial batch; else in order, keep it.
         seed: seed of the shuffle (same on every rank so the shards stay disjoint).
-        num_threads: DALI CPU threads.
+        num_threads: DALI CPU threads (default: :func:`dadam.data.default_num_workers`, the CPUs of this process
+            shared among the ranks of the machine).
         normalize: yield float in ``[0, 1]`` instead of uint8.
         bad_images: ``"error"`` only: DALI decodes inside its pipeline, where a bad file stops the epoch with DALI's
             error; ``"skip"`` raises ``ValueError`` (use :func:`dadam.data.make_loader`, which can leave files out).
@@ -126,14 +129,14 @@ class DaliLoader:
         canvas: int,
         batch_size: int,
         classes: Sequence[str] = CXR_LT_CLASSES,
-        dataset_id: int = 0,
+        dataset_id: int | Sequence[int] = 0,
         device: str = "auto",
         device_id: int | None = None,
         shard_id: int | None = None,
         num_shards: int | None = None,
         train: bool = True,
         seed: int = 0,
-        num_threads: int = 4,
+        num_threads: int | None = None,
         normalize: bool = False,
         bad_images: str = "error",
     ) -> None:
@@ -150,6 +153,9 @@ class DaliLoader:
             raise ValueError("device='cuda' but torch.cuda.is_available() is False; use device='cpu'")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        num_threads = default_num_workers() if num_threads is None else num_threads
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
         missing = [c for c in ("image_id", "path", *classes) if c not in table.columns]
         if missing:
             raise ValueError(f"label table lacks columns {missing}; it has {list(table.columns)}")
@@ -179,7 +185,7 @@ class DaliLoader:
         )
         labels = table[list(classes)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32, na_value=np.nan)
         self.labels = torch.tensor(labels, device=self.device)  # (N, C)
-        self.dataset_id = int(dataset_id)
+        self.dataset_ids = per_row_dataset_ids(dataset_id, len(table)).to(self.device)  # (N,) int64
         self.batch_size = batch_size
         self.pipe = image_pipeline(
             files,
@@ -214,5 +220,5 @@ class DaliLoader:
             images = out[0]["images"]  # (B, 1, S, S)
             rows = out[0]["rows"].view(-1).to(device=self.device, dtype=torch.long)  # (B,)
             labels = self.labels.index_select(0, rows)  # (B, C)
-            ids = torch.full((rows.shape[0],), self.dataset_id, dtype=torch.long, device=self.device)
+            ids = self.dataset_ids.index_select(0, rows)  # (B,)
             yield images.to(self.device), labels, ids

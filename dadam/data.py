@@ -27,11 +27,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dadam.labels import CXR_LT_CLASSES
+from dadam.model_input import IMAGENET_MEAN, IMAGENET_STD, InputNormalizer, to_model_input
 
 __all__ = [
     "BAD_IMAGES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "InputNormalizer",
+    "MAX_DEFAULT_WORKERS",
     "LabelBatch",
     "LabelDataset",
     "ResumableSampler",
@@ -40,14 +43,12 @@ __all__ = [
     "decode_image",
     "default_num_workers",
     "make_loader",
+    "per_row_dataset_ids",
     "remove_stale_worker_dirs",
     "to_model_input",
 ]
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BAD_IMAGES = ("error", "skip")
 """What a loader does with an image file it cannot read: raise (``"error"``) or leave it out and go on (``"skip"``)."""
@@ -56,13 +57,30 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
+MAX_DEFAULT_WORKERS = 32
+"""The most decoding workers (or DALI threads) chosen by default, however many CPUs there are."""
+
+
 def default_num_workers() -> int:
-    """Decoding workers by default: 4, or the CPUs this process may use when there are fewer."""
+    """Decoding workers (or DALI threads) by default: the CPUs this process may use, shared among the processes of
+    this machine (``LOCAL_WORLD_SIZE``, set by torchrun), at least 1 and at most :data:`MAX_DEFAULT_WORKERS`.
+
+    Decoding full-size chest X-ray JPEGs costs tens of milliseconds per image per core, so a GPU that trains at
+    hundreds of images per second needs every core decoding.
+
+    Example:
+        >>> default_num_workers() >= 1
+        True
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_ranks = 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // local_ranks))
 
 
 def decode_image(path: str | os.PathLike, *, canvas: int | None = None) -> torch.Tensor:
@@ -140,14 +158,18 @@ class LabelBatch(tuple):
 
     It unpacks as the 3-tuple. ``skipped`` holds a :class:`SkippedImage` per image left out (``bad_images="skip"``);
     ``kept`` is a ``(B,)`` bool tensor over the ``B`` sampled positions, True where the batch holds the image (its
-    rows are the kept positions, in order), so per-image results can be put back in sampler order.
+    rows are the kept positions, in order), so per-image results can be put back in sampler order. ``extra`` is a
+    ``(K,)`` bool tensor over the rows, True for the extra samples of an extend-mode epoch
+    (:class:`dadam.extend.ExtendSampler`): the rows DADAM must change (``aug(images, labels, mask=batch.extra)``).
 
     Shape:
-        images ``(K, 1, S, S)`` uint8, labels ``(K, C)`` float32, dataset_ids ``(K,)`` int64 with ``K = kept.sum()``.
+        images ``(K, 1, S, S)`` uint8, labels ``(K, C)`` float32, dataset_ids ``(K,)`` int64, extra ``(K,)`` bool
+        with ``K = kept.sum()``.
     """
 
     skipped: tuple[SkippedImage, ...]
     kept: torch.Tensor
+    extra: torch.Tensor
 
     def __new__(
         cls,
@@ -156,18 +178,24 @@ class LabelBatch(tuple):
         dataset_ids: torch.Tensor,
         skipped: Sequence[SkippedImage] = (),
         kept: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
     ) -> LabelBatch:
         batch = super().__new__(cls, (images, labels, dataset_ids))
         batch.skipped = tuple(skipped)
         batch.kept = torch.ones(images.shape[0], dtype=torch.bool) if kept is None else kept
+        batch.extra = torch.zeros(images.shape[0], dtype=torch.bool) if extra is None else extra
         return batch
 
     def __reduce__(self):  # from the DataLoader workers to the main process
-        return LabelBatch, (*self, self.skipped, self.kept)
+        return LabelBatch, (*self, self.skipped, self.kept, self.extra)
 
     def pin_memory(self) -> LabelBatch:
         """The batch in page-locked memory (called by the DataLoader's ``pin_memory``)."""
-        return LabelBatch(*(t.pin_memory() for t in self), self.skipped, self.kept)
+        return LabelBatch(*(t.pin_memory() for t in self), self.skipped, self.kept, self.extra.pin_memory())
+
+
+class _ExtraSample(tuple):
+    """A sample ``(image, labels, dataset_id)`` served as an extra sample of an extend-mode epoch."""
 
 
 class LabelDataset(Dataset):
@@ -182,14 +210,16 @@ class LabelDataset(Dataset):
         root: dataset root that relative paths start from.
         canvas: square output side ``S`` in pixels.
         classes: class columns, in output order (default: the 26 CXR-LT classes).
-        dataset_id: id returned with each sample (FPSM's dataset encoding).
+        dataset_id: id returned with each sample (FPSM's dataset encoding): one int for every row, or one per row.
         bad_images: ``"error"``: a missing or undecodable file raises (``FileNotFoundError`` / ``ValueError``
             naming the row and the path); ``"skip"``: it is logged and returned as a :class:`SkippedImage`, which
             :meth:`collate` leaves out of the batch and lists in ``batch.skipped``.
 
     Returns (per item):
         ``(image, labels, dataset_id)``: uint8 ``(1, S, S)``, float32 ``(C,)``, int64 scalar; or a
-        :class:`SkippedImage` (``bad_images="skip"``).
+        :class:`SkippedImage` (``bad_images="skip"``). An index ``n + i`` (``n = len(ds)``) serves row ``i`` as an
+        extra sample of an extend-mode epoch (:class:`dadam.extend.ExtendSampler`): the same item, which
+        :meth:`collate` marks in ``batch.extra``.
 
     Example:
         >>> ds = LabelDataset(table, "/data/cxr-lt", canvas=448)  # doctest: +SKIP
@@ -203,7 +233,7 @@ class LabelDataset(Dataset):
         *,
         canvas: int,
         classes: Sequence[str] = CXR_LT_CLASSES,
-        dataset_id: int = 0,
+        dataset_id: int | Sequence[int] = 0,
         bad_images: str = "error",
     ) -> None:
         if not isinstance(table, pd.DataFrame):
@@ -218,7 +248,8 @@ class LabelDataset(Dataset):
         self.root = Path(root)
         self.canvas = canvas
         self.classes = tuple(classes)
-        self.dataset_id = int(dataset_id)
+        self.dataset_ids = per_row_dataset_ids(dataset_id, len(table))  # (N,) int64
+        self.dataset_id = int(dataset_id) if isinstance(dataset_id, int) else None
         self.bad_images = bad_images
         self.image_ids = table["image_id"].astype(str).tolist()
         self.paths = [p if os.path.isabs(p) else str(self.root / p) for p in table["path"].astype(str)]
@@ -229,6 +260,12 @@ class LabelDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | SkippedImage:
+        n = len(self.paths)
+        if not 0 <= index < 2 * n:
+            raise IndexError(f"index {index} out of range for {n} rows (n..2n-1: extra samples)")
+        if index >= n:  # an extra sample of an extend-mode epoch: row index - n
+            item = self[index - n]
+            return item if isinstance(item, SkippedImage) else _ExtraSample(item)
         path, image_id = self.paths[index], self.image_ids[index]
         where = f"row {index} (image_id {image_id!r})"
         try:
@@ -242,7 +279,7 @@ class LabelDataset(Dataset):
             if isinstance(err, FileNotFoundError):
                 raise FileNotFoundError(f"{where}: image file {path} not found{fix}") from None
             raise ValueError(f"{where}: cannot decode {path}: {reason}{fix}") from err
-        return image, self.labels[index], torch.tensor(self.dataset_id, dtype=torch.long)
+        return image, self.labels[index], self.dataset_ids[index]
 
     def collate(self, samples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | SkippedImage]) -> LabelBatch:
         """Stack samples into a :class:`LabelBatch`, leaving out the :class:`SkippedImage` entries.
@@ -251,7 +288,8 @@ class LabelDataset(Dataset):
             ``B`` samples -> images ``(K, 1, S, S)``, labels ``(K, C)``, dataset_ids ``(K,)``, ``kept (B,)``.
         """
         kept = [not isinstance(s, SkippedImage) for s in samples]
-        good = [s for s, k in zip(samples, kept, strict=True) if k]
+        good = [tuple(s) for s, k in zip(samples, kept, strict=True) if k]
+        extra = [isinstance(s, _ExtraSample) for s, k in zip(samples, kept, strict=True) if k]
         skipped = [s for s, k in zip(samples, kept, strict=True) if not k]
         if good:
             images, labels, ids = default_collate(good)  # in shared memory inside a worker, as torch's default
@@ -259,7 +297,33 @@ class LabelDataset(Dataset):
             images = torch.zeros(0, 1, self.canvas, self.canvas, dtype=torch.uint8)
             labels = torch.zeros(0, len(self.classes), dtype=torch.float32)
             ids = torch.zeros(0, dtype=torch.long)
-        return LabelBatch(images, labels, ids, skipped, torch.tensor(kept, dtype=torch.bool))
+        kept_t, extra_t = torch.tensor(kept, dtype=torch.bool), torch.tensor(extra, dtype=torch.bool)
+        return LabelBatch(images, labels, ids, skipped, kept_t, extra_t)
+
+
+def per_row_dataset_ids(dataset_id: int | Sequence[int], n: int) -> torch.Tensor:
+    """``(n,)`` int64 dataset ids: one int for every row, or a sequence of one int >= 0 per row.
+
+    Raises:
+        ValueError: a negative id, or a sequence that is not one int per row.
+
+    Example:
+        >>> per_row_dataset_ids(1, 3).tolist(), per_row_dataset_ids([0, 2], 2).tolist()
+        ([1, 1, 1], [0, 2])
+    """
+    if isinstance(dataset_id, (int, np.integer)) and not isinstance(dataset_id, bool):
+        if dataset_id < 0:
+            raise ValueError(f"dataset_id must be >= 0, got {dataset_id}")
+        return torch.full((n,), int(dataset_id), dtype=torch.long)
+    ids = torch.as_tensor(np.asarray(dataset_id))
+    if ids.shape != (n,) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(
+            f"dataset_id must be an int or one int per row ({n}), got {type(dataset_id).__name__} of shape "
+            f"{tuple(ids.shape)} and dtype {ids.dtype}"
+        )
+    if n and int(ids.min()) < 0:
+        raise ValueError(f"dataset_id values must be >= 0, got {int(ids.min())}")
+    return ids.long()
 
 
 def _dist_info() -> tuple[int, int]:
@@ -368,11 +432,12 @@ def make_loader(
     batch_size: int,
     train: bool = True,
     seed: int = 0,
-    num_workers: int = 4,
+    num_workers: int | None = None,
     drop_last: bool | None = None,
     pin_memory: bool | None = None,
     persistent_workers: bool | None = None,
     prefetch_factor: int | None = None,
+    sampler: Sampler[int] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` that shards across ranks when torch.distributed is initialised.
 
@@ -385,11 +450,13 @@ def make_loader(
         batch_size: samples per batch per rank.
         train: shuffle + resumable sampler (True) or in-order shard (False).
         seed: base seed of the shuffle.
-        num_workers: decoding worker processes (0 decodes in the main process).
+        num_workers: decoding worker processes (0 decodes in the main process; default:
+            :func:`default_num_workers`).
         drop_last: drop the last partial batch (default: ``train``).
         pin_memory: page-locked host batches (default: True when CUDA is available).
         persistent_workers: keep workers across epochs (default: ``num_workers > 0``).
         prefetch_factor: batches prefetched per worker (default: torch's).
+        sampler: the sampler to use instead (e.g. :class:`dadam.extend.ExtendSampler` for an extend-mode epoch).
 
     Returns:
         ``DataLoader`` yielding ``(images uint8 (B, 1, S, S), labels float (B, C), dataset_ids long (B,))``
@@ -397,13 +464,13 @@ def make_loader(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     drop_last = train if drop_last is None else drop_last
-    sampler: Sampler[int]
-    if train:
+    if sampler is None and train:
         sampler = ResumableSampler(len(dataset), shuffle=True, seed=seed)
-    else:
+    elif sampler is None:
         sampler = ShardSampler(len(dataset))
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers
@@ -457,49 +524,3 @@ def remove_stale_worker_dirs(folder: str | os.PathLike | None = None) -> int:
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
     return removed
-
-
-def to_model_input(
-    images: torch.Tensor,
-    *,
-    in_chans: int = 3,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    dtype: torch.dtype = torch.float32,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Turn a device batch of grayscale images into the backbone's normalised input.
-
-    Args:
-        images: uint8 (0..255) or float (0..1) batch with 1 channel.
-        in_chans: channels the model expects (the gray channel is repeated).
-        mean: per-output-channel mean (length ``in_chans``; length 1 is broadcast).
-        std: per-output-channel std.
-        dtype: float dtype of the output.
-        channels_last: return ``torch.channels_last`` memory format.
-
-    Returns:
-        ``(B, in_chans, H, W)`` float tensor ``(x - mean) / std``.
-
-    Shape:
-        images: ``(B, 1, H, W)`` -> ``(B, in_chans, H, W)``.
-
-    Example:
-        >>> x = to_model_input(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
-        >>> x.shape
-        torch.Size([2, 3, 8, 8])
-    """
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, H, W), got shape {tuple(images.shape)}")
-    if len(mean) not in (1, in_chans) or len(std) not in (1, in_chans):
-        raise ValueError(f"mean/std must have 1 or in_chans={in_chans} values, got {len(mean)} and {len(std)}")
-    x = images.to(dtype)
-    if images.dtype == torch.uint8:
-        x = x / 255.0
-    x = x.expand(-1, in_chans, -1, -1)
-    m = torch.tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    x = (x - m) / s  # (B, in_chans, H, W), a new tensor
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x

@@ -95,6 +95,25 @@ def test_dataset_items(nih_table, shared_data):
     torch.testing.assert_close(LabelDataset(rel, shared_data, canvas=64)[2][0], ds[2][0])
 
 
+def test_per_row_codes_and_extra_samples(nih_table, shared_data):
+    """dataset_id per row; index n + i serves row i as an extend-mode extra sample, marked in batch.extra."""
+    ids = [i % 3 for i in range(12)]
+    ds = LabelDataset(nih_table, shared_data, canvas=32, dataset_id=ids)
+    assert [int(ds[i][2]) for i in range(12)] == ids
+    extra = ds[12 + 5]
+    assert torch.equal(extra[0], ds[5][0]) and int(extra[2]) == 2
+    batch = ds.collate([ds[0], ds[12 + 5], ds[7], ds[12 + 0]])
+    assert batch.extra.tolist() == [False, True, False, True] and batch[2].tolist() == [0, 2, 1, 0]
+    again = pickle.loads(pickle.dumps(batch))
+    assert torch.equal(again.extra, batch.extra) and LabelBatch(*batch).extra.tolist() == [False] * 4
+    with pytest.raises(IndexError, match="index 24 out of range for 12 rows"):
+        ds[24]
+    with pytest.raises(ValueError, match=r"dataset_id must be an int or one int per row \(12\)"):
+        LabelDataset(nih_table, shared_data, canvas=32, dataset_id=[0, 1])
+    with pytest.raises(ValueError, match="dataset_id values must be >= 0, got -1"):
+        LabelDataset(nih_table, shared_data, canvas=32, dataset_id=[-1] * 12)
+
+
 def test_dataset_errors(nih_table, shared_data, tmp_path):
     with pytest.raises(ValueError, match=r"lacks columns \['Atelectasis'\]"):
         LabelDataset(nih_table.drop(columns=["Atelectasis"]), shared_data, canvas=64)
@@ -185,6 +204,28 @@ def test_to_model_input():
         to_model_input(x)
 
 
+def test_input_normalizer_from_a_timm_config_keeps_constants_per_device():
+    """TResNet's config (mean 0, std 1) gives x / 255; the constants are made once per device; channels-last output
+    is written so (no copy of a contiguous result)."""
+    from dadam.data import InputNormalizer
+
+    g = torch.Generator().manual_seed(1)
+    u8 = torch.randint(0, 256, (3, 1, 6, 6), dtype=torch.uint8, generator=g)
+    tres = InputNormalizer.from_data_config({"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}, channels_last=True)
+    x = tres(u8)
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (3, 3, 6, 6)
+    for c in range(3):
+        torch.testing.assert_close(x[:, c], u8[:, 0].float() / 255, rtol=0, atol=1e-7)
+    torch.testing.assert_close(tres(u8.float() / 255), x)  # float input in [0, 1] alike
+    first = tres.constants(torch.device("cpu"))
+    tres(u8)
+    assert all(a is b for a, b in zip(first, tres.constants(torch.device("cpu")), strict=True))  # cached
+    gray = InputNormalizer.from_data_config({"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, in_chans=1)
+    assert gray.mean == (pytest.approx(sum(IMAGENET_MEAN) / 3),) and gray(u8).shape == (3, 1, 6, 6)
+    with pytest.raises(ValueError, match=r"std values must be > 0, got \(0.0,\)"):
+        InputNormalizer(mean=(0.0,), std=(0.0,))
+
+
 def test_decode_16bit_png_scales_to_uint8(tmp_path):
     """torchvision decodes 16-bit PNG to uint16; decode_image must still return uint8 scaled by the full range."""
     arr = (np.arange(64 * 64, dtype=np.int64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
@@ -262,8 +303,36 @@ def test_stale_worker_folders_are_removed_and_live_ones_kept(tmp_path):
         live.close()
 
 
-def test_default_num_workers_never_exceeds_the_cpus(monkeypatch):
+def test_default_num_workers_follows_the_cpus(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_num_workers() == 2  # DataLoader warns above the CPUs it may use
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert default_num_workers() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_num_workers() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks on the machine share its CPUs
+    assert default_num_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(512)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert default_num_workers() == 32
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_num_workers() == 1
+
+
+@pytest.mark.gpu
+def test_model_input_on_cuda_has_no_host_sync_after_its_first_call():
+    from dadam.data import InputNormalizer
+
+    norm = InputNormalizer(mean=(0.0,), std=(1.0,), channels_last=True)
+    u8 = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8).cuda()
+    ref = norm(u8.cpu())
+    norm(u8)  # makes the constants on this device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = norm(u8)
+        to_model_input(u8, mean=(0.5,), std=(0.25,))
+        to_model_input(u8, mean=(0.5,), std=(0.25,))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(out.cpu(), ref)
