@@ -3,7 +3,8 @@
 Kim et al. (2023) put a classifier on several stages of a TResNet-L backbone: each stage's feature map is
 global-average pooled, optionally extended by a one-hot code of the source dataset ("binary encoding"), and fed
 to its own linear layer. Training sums the per-stage losses (see :func:`fpsm.loss.pyramid_loss`); the combined
-prediction is the mean of the per-stage probabilities.
+prediction is the mean of the per-stage probabilities (``combine="mean_prob"``) or the sigmoid of the summed logits
+(``combine="sum_logit"``). The paper leaves this open; ``mean_prob`` is an interpretation.
 
 Stages are numbered as in the paper, by output stride: stage 1..4 = stride 4, 8, 16, 32. They are mapped onto
 timm's ``out_indices`` through the backbone's ``feature_info`` reductions, so any timm model with ``feature_info``
@@ -23,10 +24,12 @@ import torch
 import torch.nn as nn
 from timm.layers import get_spatial_dim
 
-__all__ = ["FPSM", "FPSMOutput", "STAGE_REDUCTIONS", "create_fpsm", "stage_out_indices"]
+__all__ = ["COMBINE_RULES", "FPSM", "FPSMOutput", "STAGE_REDUCTIONS", "create_fpsm", "stage_out_indices"]
 
 # Paper stage number -> output stride (timm's feature_info "reduction").
 STAGE_REDUCTIONS: dict[int, int] = {1: 4, 2: 8, 3: 16, 4: 32}
+COMBINE_RULES = ("mean_prob", "sum_logit")
+"""How the heads' outputs make the prediction: the mean of their probabilities, or the sigmoid of their summed logits."""
 
 # Probabilities are clamped to [eps, 1 - eps] before the logit of the combined prediction (|logit| <= 13.8).
 _LOGIT_EPS = 1e-6
@@ -41,8 +44,10 @@ class FPSMOutput:
     Attributes:
         stage_logits: one ``(B, C)`` tensor of raw logits per head (per stage, in ``model.stages`` order; a single
             entry for the concatenated variant). The loss is computed on these.
-        probs: ``(B, C)`` float32 combined probability: the mean over heads of ``sigmoid(stage_logits[k])``.
-        logits: ``(B, C)`` float32 ``logit(probs)``, with ``probs`` clamped to ``[1e-6, 1 - 1e-6]``.
+        probs: ``(B, C)`` float32 combined probability: the mean over heads of ``sigmoid(stage_logits[k])``
+            (``combine="mean_prob"``) or ``sigmoid(sum_k stage_logits[k])`` (``"sum_logit"``).
+        logits: ``(B, C)`` float32: ``logit(probs)`` with ``probs`` clamped to ``[1e-6, 1 - 1e-6]``
+            (``"mean_prob"``), or the summed logits (``"sum_logit"``).
     """
 
     stage_logits: list[torch.Tensor]
@@ -177,6 +182,15 @@ class FPSM(nn.Module):
         num_datasets: length of the one-hot code (number of source datasets).
         use_concatenate: one head on the concatenated pooled features instead of one head per stage.
         drop_rate: dropout probability before each linear layer.
+        combine: ``"mean_prob"`` (the mean of the heads' probabilities) or ``"sum_logit"`` (the sigmoid of the summed
+            logits): how :attr:`FPSMOutput.probs` is made. The loss is always summed per head.
+        in_chans: the backbone's input channels (the data config's mean and std follow it).
+
+    Attributes:
+        pretrained_cfg: the backbone's timm config.
+        data_config: the input the backbone expects (``mean``, ``std``, ``input_size``, ``interpolation``,
+            ``crop_pct``, ``crop_mode``), from ``timm.data.resolve_data_config`` on :attr:`pretrained_cfg`.
+            TResNet's weights want mean 0 and std 1, a ResNet's the ImageNet statistics.
 
     Shape:
         - images: ``(B, in_chans, H, W)``; dataset_ids: ``(B,)`` int64 in ``[0, num_datasets)``.
@@ -193,9 +207,13 @@ class FPSM(nn.Module):
         num_datasets: int = 2,
         use_concatenate: bool = False,
         drop_rate: float = 0.0,
+        combine: str = "mean_prob",
+        in_chans: int = 3,
     ) -> None:
         super().__init__()
         self.stages = _check_stages(stages)
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if use_binary_enc and (isinstance(num_datasets, bool) or not isinstance(num_datasets, int) or num_datasets < 1):
@@ -224,8 +242,28 @@ class FPSM(nn.Module):
         self.feature_dims: list[int] = [c + code for c in chans]
         self.drop = nn.Dropout(drop_rate)
         self.heads = nn.ModuleList(nn.Linear(d, num_classes) for d in self.feature_dims)
-        # The backbone's timm config (mean/std, input size) for timm.data.resolve_data_config(model=...).
+        self.combine = combine
+        self.in_chans = in_chans
+        # The backbone's timm config (mean/std, input size), read by data_config.
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
+
+    @property
+    def data_config(self) -> dict:
+        """The backbone's input config from ``timm.data.resolve_data_config`` (a new dict each time).
+
+        ``mean`` and ``std`` have ``in_chans`` values (for one channel, the mean of timm's three).
+
+        Example:
+            >>> create_fpsm("resnet10t").data_config["std"]
+            (0.229, 0.224, 0.225)
+        """
+        from timm.data import resolve_data_config
+
+        config = dict(resolve_data_config(pretrained_cfg=self.pretrained_cfg))
+        if self.in_chans == 1 and len(config["mean"]) > 1:
+            config["mean"] = (sum(config["mean"]) / len(config["mean"]),)
+            config["std"] = (sum(config["std"]) / len(config["std"]),)
+        return config
 
     def _dataset_code(self, dataset_ids: torch.Tensor | None, batch: int, ref: torch.Tensor) -> torch.Tensor | None:
         if not self.use_binary_enc:
@@ -269,7 +307,10 @@ class FPSM(nn.Module):
         if code is not None:
             pooled = [torch.cat([p, code], dim=1) for p in pooled]
         stage_logits = [head(self.drop(p)) for head, p in zip(self.heads, pooled, strict=True)]  # each (B, C)
-        # Combined prediction: mean of the per-head probabilities (every stage votes with equal weight).
+        if self.combine == "sum_logit":  # one logit per class: the sum over the heads
+            logits = torch.stack([lg.float() for lg in stage_logits]).sum(dim=0)  # (B, C)
+            return FPSMOutput(stage_logits=stage_logits, probs=logits.sigmoid(), logits=logits)
+        # mean_prob: the mean of the per-head probabilities (every stage votes with equal weight)
         probs = torch.stack([lg.float().sigmoid() for lg in stage_logits]).mean(dim=0)  # (B, C)
         return FPSMOutput(stage_logits=stage_logits, probs=probs, logits=torch.logit(probs, eps=_LOGIT_EPS))
 
@@ -299,6 +340,7 @@ def create_fpsm(
     pretrained_cfg_overlay: dict | None = None,
     drop_rate: float = 0.0,
     in_chans: int = 3,
+    combine: str = "mean_prob",
 ) -> FPSM:
     """Build an :class:`FPSM` on ``timm.create_model(backbone, features_only=True, out_indices=...)``.
 
@@ -325,6 +367,7 @@ def create_fpsm(
         pretrained_cfg_overlay: passed to timm (e.g. ``dict(file="tresnet_l.safetensors")``).
         drop_rate: dropout before each head's linear layer.
         in_chans: input channels (1 for grayscale X-rays, 3 for RGB).
+        combine: ``"mean_prob"`` or ``"sum_logit"``: how the heads make the prediction (see :class:`FPSM`).
 
     Returns:
         The model, in training mode.
@@ -381,6 +424,8 @@ def create_fpsm(
         num_datasets=num_datasets,
         use_concatenate=use_concatenate,
         drop_rate=drop_rate,
+        combine=combine,
+        in_chans=in_chans,
     )
 
 

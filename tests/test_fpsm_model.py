@@ -144,6 +144,33 @@ def test_stage_logits_equal_reference_and_combination_is_mean_prob():
     assert model.feature_dims == [128, 256, 512] and model.num_classes == 5
 
 
+def test_sum_logit_combination():
+    model = small_model(stages=(2, 3, 4), combine="sum_logit").eval()
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        out = model(images)
+        ref = head_reference(model, images)
+    total = ref[0] + ref[1] + ref[2]
+    torch.testing.assert_close(out.logits, total)
+    torch.testing.assert_close(out.probs, 1 / (1 + torch.exp(-total)))
+    with pytest.raises(ValueError, match=r"combine must be one of \('mean_prob', 'sum_logit'\), got 'max'"):
+        small_model(combine="max")
+
+
+def test_data_config_comes_from_timm():
+    """timm's TResNet weights want mean 0 and std 1 (not the ImageNet statistics); a ResNet's want ImageNet's."""
+    for name in ("tresnet_l", "tresnet_l.miil_in1k_448"):
+        cfg = create_fpsm(name, stages=(4,), num_classes=2).data_config
+        assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)
+    assert create_fpsm("tresnet_l.miil_in1k_448", stages=(4,)).data_config["input_size"] == (3, 448, 448)
+    res = small_model().data_config
+    assert res["mean"] == (0.485, 0.456, 0.406) and res["std"] == (0.229, 0.224, 0.225)
+    gray = small_model(in_chans=1).data_config
+    assert gray["mean"] == (pytest.approx((0.485 + 0.456 + 0.406) / 3),) and len(gray["std"]) == 1
+    res["mean"] = (9.0,)  # a copy each time
+    assert small_model().data_config["mean"] == (0.485, 0.456, 0.406)
+
+
 def test_logits_are_clamped():
     model = small_model().eval()
     with torch.no_grad():
