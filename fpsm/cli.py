@@ -1,9 +1,9 @@
 """Command-line flags generated from the fields of a config dataclass (``TrainConfig``, ``EvalConfig``).
 
 A field ``batch_size: int = 32`` becomes ``--batch-size`` (int, default 32); ``bool`` fields get ``--x`` and
-``--no-x``; ``tuple[int, ...]`` fields take one or more ints; a field without a default is a required flag. A field
-whose ``metadata["group"]`` names a group is listed under that heading in ``--help``, and its
-``metadata["help"]`` (when given) is its description.
+``--no-x``; ``tuple[int, ...]`` fields take one or more ints (``tuple[str, ...]``: strings); a field without a
+default is a required flag. A field whose ``metadata["group"]`` names a group is listed under that heading in
+``--help``, its ``metadata["help"]`` (when given) is its description, and ``metadata["choices"]`` its choices.
 """
 
 from __future__ import annotations
@@ -47,18 +47,25 @@ def add_dataclass_arguments(
         if f.default is dataclasses.MISSING:
             container.add_argument(flag, type=str, required=True, help=described or None)
             continue
-        shown = f"{described} (default: %(default)s)".lstrip()
+        # the default, unless the description says what it stands for ("(default: the dataset's own file)")
+        shown = described if "(default:" in described else f"{described} (default: %(default)s)".lstrip()
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        choices = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         if typ == "bool":
             container.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=shown)
+        elif typ.startswith("tuple[str"):
+            default = list(f.default)
+            if "(default:" not in described:
+                shown = f"{described} (default: {' '.join(default) or 'none'})".lstrip()
+            container.add_argument(flag, type=str, nargs="*", default=default, metavar="NAME", help=shown)
         elif typ.startswith("tuple"):
             container.add_argument(flag, type=int, nargs="+", default=list(f.default), metavar="N", help=shown)
         elif typ.startswith("int"):
-            container.add_argument(flag, type=int, default=f.default, help=shown)
+            container.add_argument(flag, type=int, default=f.default, help=shown, **choices)
         elif typ.startswith("float"):
-            container.add_argument(flag, type=float, default=f.default, help=shown)
+            container.add_argument(flag, type=float, default=f.default, help=shown, **choices)
         else:
-            container.add_argument(flag, type=str, default=f.default, help=shown)
+            container.add_argument(flag, type=str, default=f.default, help=shown, **choices)
     return made
 
 

@@ -1,8 +1,10 @@
 """Predict a split with a trained FPSM and write ``predictions.csv`` (``image_id`` + class probabilities) and
 the metrics report (``report.csv`` / ``report.md``, when the split has labels).
 
-Command line: ``python -m fpsm.evaluate --checkpoint runs/x/checkpoint.pt --dataset cxr-lt --root ROOT --out DIR``
-(also under ``torchrun``: each rank predicts its shard and rank 0 writes everything).
+Command line: ``python -m fpsm.evaluate --checkpoint runs/x --dataset cxr-lt --root ROOT --out DIR`` (a run folder
+stands for its ``model_best.pt``, else its ``model.pt``; also under ``torchrun``: each rank predicts its shard and
+rank 0 writes everything). The images are normalised as the backbone's timm data config says (``FPSM.data_config``)
+and get the dataset codes of test time (``dataset_code="augmented"``: 0).
 
 The checkpoint is loaded with ``weights_only=True`` (:func:`fpsm.training.read_checkpoint`): a file that holds
 anything but tensors and plain containers is refused, never unpickled. With ``--bad-images skip`` an unreadable
@@ -22,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dadam.data import BAD_IMAGES, SkippedImage, default_num_workers, remove_stale_worker_dirs
+from dadam.data import BAD_IMAGES, InputNormalizer, SkippedImage, default_num_workers, remove_stale_worker_dirs
 from dadam.files import atomic_write
 from fpsm.cli import add_dataclass_arguments, dataclass_values
 from fpsm.distributed import cleanup_distributed, gather_objects, init_distributed
@@ -31,7 +33,9 @@ from fpsm.training import (
     SPLITS,
     TrainConfig,
     amp_dtype,
+    best_weights_file,
     build_model,
+    dataset_codes,
     evaluate,
     load_split,
     load_weights,
@@ -49,8 +53,9 @@ class EvalConfig:
     """What to predict and where to write it.
 
     Args:
-        checkpoint: ``checkpoint.pt`` or ``model.pt`` of a training run (the run's ``config.json`` next to a bare
-            ``model.pt`` gives the architecture).
+        checkpoint: ``model_best.pt``, ``model.pt`` or ``checkpoint.pt`` of a training run, or the run folder (its
+            ``model_best.pt``, else ``model.pt``); the run's ``config.json`` next to a bare ``model.pt`` gives the
+            architecture.
         dataset: ``"cxr-lt"``, ``"mura"`` or ``"labels-csv"``.
         root: dataset root (default: the training run's root).
         split: split name (default: the validation split: ``development`` / ``valid``).
@@ -58,7 +63,7 @@ class EvalConfig:
         out: output folder.
         canvas: input side (default: the training canvas).
         batch_size: images per batch per rank.
-        num_workers: decoding workers (default: 4, or the CPUs available when fewer).
+        num_workers: decoding workers (default: this process's CPUs shared among the local ranks, at most 32).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: ``"auto"`` (bf16 on CUDA), ``"bf16"`` or ``"off"``.
         threshold: decision threshold for F1/precision/recall.
@@ -123,6 +128,8 @@ def load_model(
             holds other objects), or has no config (no ``config.json`` beside a bare ``model.pt``).
     """
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = best_weights_file(checkpoint)
     state = read_checkpoint(checkpoint)
     if isinstance(state, dict) and "config" in state:
         raw, where = state["config"], checkpoint
@@ -178,8 +185,9 @@ def predict(cfg: EvalConfig) -> EvalResult:
                 f"{cfg.checkpoint} predicts {model.num_classes} classes, dataset {cfg.dataset!r} has {len(classes)}"
             )
         canvas = cfg.canvas or run_cfg.canvas
+        codes = dataset_codes(run_cfg, table, where=f"split {split!r}")  # test time: "augmented" is 0
         ds = LabelDataset(
-            table, image_root, canvas=canvas, classes=classes, dataset_id=run_cfg.dataset_id, bad_images=cfg.bad_images
+            table, image_root, canvas=canvas, classes=classes, dataset_id=codes, bad_images=cfg.bad_images
         )
         loader = make_loader(ds, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers)
         mine: list[SkippedImage] = []
@@ -192,6 +200,7 @@ def predict(cfg: EvalConfig) -> EvalResult:
             use_dataset_ids=run_cfg.use_binary_enc,
             progress=cfg.progress and info.is_main,
             skipped=mine,
+            normalize=InputNormalizer.from_data_config(model.data_config, channels_last=run_cfg.channels_last),
         )
         skipped = sorted((s for part in gather_objects(mine) for s in part), key=lambda s: s.index)
         keep = ~torch.isnan(probs).any(dim=1)  # (N,): the rows of images left out as bad hold NaN

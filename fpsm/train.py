@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = add_dataclass_arguments(parser, TrainConfig, exclude=("dadam",), groups=GROUPS)
     dadam = groups["DADAM"]
-    dadam.add_argument("--dadam", action="store_true", help="augment the training batches with DADAM (needs --bank)")
-    add_dadam_arguments(dadam, prefix=_DADAM_PREFIX)
+    dadam.add_argument(
+        "--dadam", action="store_true", help="augment the training batches with DADAM, needs --bank (default: off)"
+    )
+    add_dadam_arguments(dadam, prefix=_DADAM_PREFIX, training=True)
     return parser
 
 
@@ -71,8 +73,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The validated :class:`TrainConfig` of parsed :func:`build_parser` arguments.
 
     Raises:
-        ValueError: a DADAM option is out of range, DADAM options were given without ``--dadam``, or the config
-            is invalid.
+        ValueError: a DADAM option is out of range, DADAM options were given without ``--dadam``, ``--dadam-p``
+            was given in extend mode (where every extra sample changes and no original), or the config is invalid.
     """
     try:
         dadam = dadam_config_from_args(args, prefix=_DADAM_PREFIX)
@@ -82,6 +84,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.dadam and changed:
         flags = ", ".join(f"--{_DADAM_PREFIX}{name.replace('_', '-')}" for name in changed)
         raise ValueError(f"{flags} given without --dadam: add --dadam to train with DADAM")
+    if dadam.mode == "extend" and "p" in changed:
+        raise ValueError(
+            f"--{_DADAM_PREFIX}p applies to --{_DADAM_PREFIX}mode replace; in extend mode DADAM changes every extra "
+            f"sample and no original (set their amounts with --{_DADAM_PREFIX}extra-paste / -blend)"
+        )
     values = dataclass_values(args, TrainConfig, exclude=("dadam",))
     return TrainConfig(**values, dadam=dadam if args.dadam else None).validate()
 

@@ -34,7 +34,8 @@ from PIL import Image
 
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.bank import PatchBank
-from dadam.data import LabelDataset, decode_image, make_loader
+from dadam.config import DadamConfig
+from dadam.data import InputNormalizer, LabelDataset, decode_image, make_loader
 from dadam.files import tensor_digest
 from dadam.io import image_size, read_image
 from dadam.labels import CXR_LT_CLASSES
@@ -130,6 +131,7 @@ def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
         root=str(data),
         train_csv=str(data / "train.csv"),
         val_csv=str(data / "val.csv"),
+        val_split="official",
         out_dir=str(out),
         backbone="resnet10t",
         canvas=SIDE,
@@ -201,6 +203,13 @@ def _command(main: Callable, *argv) -> None:
 
 def _config(**kw) -> TrainConfig:
     return TrainConfig(**{"dataset": "labels-csv", "train_csv": "t.csv", **kw}).validate()
+
+
+def _two_sources(c: Ctx) -> Path:
+    """The training table with a ``source`` column naming two datasets."""
+    table = pd.read_csv(c.data / "train.csv")
+    table["source"] = ["a", "b"] * (len(table) // 2) + ["a"] * (len(table) % 2)
+    return c.file("two_sources.csv", table.to_csv(index=False))
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -479,7 +488,7 @@ CASES = [
         "run-folder-taken",
         lambda c: fit(_cfg(c.data, c.run_copy())),
         FileExistsError,
-        r"run already holds a run \(checkpoint\.pt, model\.pt, config\.json.*--overwrite",
+        r"run already holds a run \(checkpoint\.pt, model\.pt, model_best\.pt, config\.json.*--overwrite",
     ),
     (
         "run-folder-taken-cli",
@@ -573,12 +582,108 @@ CASES = [
         ValueError,
         r"resume .* or overwrite .*not both",
     ),
+    # ---- the options of the paper's recipe: validation split, base augmentation, heads, dataset codes, DADAM epoch
+    (
+        "cfg-val-split-bool",
+        lambda c: _config(val_split=True),
+        ValueError,
+        r"val_split must be one of \['patient', 'official', 'none'\], got True",
+    ),
+    (
+        "cfg-val-split-patient-with-file",
+        lambda c: _config(val_csv="v.csv"),
+        ValueError,
+        r"val_csv='v\.csv' is a validation file, but val_split='patient' .*--val-split official",
+    ),
+    ("cfg-val-fraction", lambda c: _config(val_fraction=0.0), ValueError, r"val_fraction must be .*\(0, 1\), got 0\.0"),
+    ("cfg-aug", lambda c: _config(aug="strong"), ValueError, r"aug must be one of \['none', 'light'\], got 'strong'"),
+    ("cfg-combine", lambda c: _config(combine="max"), ValueError, r"combine must be one of .*got 'max'"),
+    ("cfg-dataset-code", lambda c: _config(dataset_code="view"), ValueError, r"dataset_code must be one of .*'view'"),
+    (
+        "cfg-sources-text",
+        lambda c: _config(sources="nih"),
+        TypeError,
+        r"sources must be a sequence of source names, e\.g\. \('cxr_lt', 'nih'\), got 'nih'",
+    ),
+    ("cfg-dali-threads", lambda c: _config(dali_threads=0), ValueError, r"dali_threads must be >= 1 or None, got 0"),
+    (
+        "cfg-extend-dali",
+        lambda c: _config(loader="dali", dadam=DadamConfig(), bank="b.safetensors"),
+        ValueError,
+        r"dadam\.mode='extend' needs loader='torch'.*--dadam-mode replace",
+    ),
+    (
+        "cfg-extra-paste-negative",
+        lambda c: _config(dadam=DadamConfig(extra_paste=-3), bank="b.safetensors"),
+        ValueError,
+        r"extra_paste must be a count >= 0, got -3",
+    ),
+    (
+        "cfg-extra-blend-nan",
+        lambda c: _config(dadam=DadamConfig(extra_blend=float("nan")), bank="b.safetensors"),
+        ValueError,
+        r"extra_blend must be a fraction of the training set in \[0, 10\], got nan",
+    ),
+    (
+        "cfg-extra-paste-text",
+        lambda c: _config(dadam=DadamConfig(extra_paste="50k"), bank="b.safetensors"),
+        ValueError,
+        r"extra_paste must be a count \(int >= 0\) or a fraction of the training set \(float\), got '50k'",
+    ),
+    (
+        "cfg-mode",
+        lambda c: _config(dadam=DadamConfig(mode="add"), bank="b.safetensors"),
+        ValueError,
+        r"mode must be one of \('replace', 'extend'\), got 'add'",
+    ),
+    (
+        "patient-split-without-patients",
+        lambda c: fit(_cfg(c.data, c.tmp / "p", val_split="patient", val_csv=None)),
+        ValueError,
+        r"train split has no patient column \(looked for \['subject_id', 'patient_id', 'Patient ID', 'patient'\]",
+    ),
+    (
+        "source-codes-several-sources",
+        lambda c: fit(_cfg(c.data, c.tmp / "s", train_csv=str(_two_sources(c)), use_binary_enc=True)),
+        ValueError,
+        r"training table holds several sources \['a', 'b'\]: .*\(--sources a b\)",
+    ),
+    (
+        "model-combine",
+        lambda c: create_fpsm("resnet10t", combine="vote"),
+        ValueError,
+        r"combine must be one of \('mean_prob', 'sum_logit'\), got 'vote'",
+    ),
+    (
+        "normalizer-std-zero",
+        lambda c: InputNormalizer(mean=(0.0,), std=(0.0,)),
+        ValueError,
+        r"std values must be > 0, got \(0\.0,\)",
+    ),
     # ---- the same through the command line: refused at once, status 2
     (
         "cli-grad-clip",
         lambda c: _command(train_main, *TRAIN_FLAGS.split(), "--train-csv", "t.csv", "--grad-clip", "-1"),
         CommandFailed,
         r"exit 2: .*grad_clip must be a finite number in \(0, inf\) or None, got -1\.0",
+    ),
+    (
+        "cli-dadam-p-in-extend-mode",
+        lambda c: _command(train_main, *TRAIN_FLAGS.split(), "--train-csv", "t.csv", "--dadam", "--dadam-p", "0.9"),
+        CommandFailed,
+        r"exit 2: .*--dadam-p applies to --dadam-mode replace",
+    ),
+    (
+        "cli-extra-blend-text",
+        lambda c: _command(train_main, *TRAIN_FLAGS.split(), "--train-csv", "t.csv", "--dadam-extra-blend", "many"),
+        CommandFailed,
+        r"exit 2: .*expected a count \(e\.g\. 50000\) or a fraction .*got 'many'",
+    ),
+    (
+        "cli-val-split-choice",
+        lambda c: _command(train_main, *TRAIN_FLAGS.split(), "--train-csv", "t.csv", "--val-split", "dev"),
+        CommandFailed,
+        r"exit 2: .*--val-split: invalid choice: 'dev'",
     ),
     (
         "cli-lr-inf",
@@ -969,7 +1074,7 @@ def test_a_crafted_checkpoint_never_runs_its_code(path, zipped, data, tmp_path):
         else r"evil\.pt is not a readable checkpoint: not a torch\.save archive"
     )
     if path == "train-init-from":
-        flags = [*TRAIN_FLAGS.split(), "--train-csv", data / "train.csv", "--no-val-split", "--batch-size", "4"]
+        flags = [*TRAIN_FLAGS.split(), "--train-csv", data / "train.csv", "--val-split", "none", "--batch-size", "4"]
         flags += ["--out-dir", tmp_path / "ft", "--init-from", evil]
         with pytest.raises(CommandFailed, match=expected):
             _command(train_main, *flags)

@@ -24,7 +24,8 @@ def test_two_process_gloo_training(tmp_path, shared_data):
     out = tmp_path / "run"
     flags = (
         "--dataset labels-csv --backbone resnet10t --canvas 64 --batch-size 4 --epochs 1 --max-steps 3 --ckpt-every 2 "
-        "--num-workers 0 --device cpu --no-progress --no-tensorboard --dadam --dadam-p 1.0 --log-every 1"
+        "--num-workers 0 --device cpu --no-progress --no-tensorboard --val-split official --dadam --dadam-mode replace "
+        "--dadam-p 1.0 --log-every 1"
     ).split()
     files = ["--train-csv", tmp_path / "train.csv", "--val-csv", tmp_path / "val.csv", "--out-dir", out]
     files += ["--bank", tmp_path / "bank.safetensors"]
@@ -39,7 +40,7 @@ def test_two_process_gloo_training(tmp_path, shared_data):
     assert final["step"] == 3
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2  # rank 0 wrote one RNG state per rank
-    # per-rank DADAM generators are seeded differently
+    # per-rank generators (DADAM and the base augmentation) are seeded differently
     assert not torch.equal(ckpt["rng"][0]["dadam"], ckpt["rng"][1]["dadam"])
     # and so are the global RNGs (dropout): identical masks on every rank would waste the regularisation
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])

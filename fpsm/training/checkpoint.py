@@ -1,9 +1,11 @@
 """Where a run stands and how it is saved: :class:`RunState`, random states, checkpoints, weights.
 
 A checkpoint (``checkpoint.pt``) holds the model, optimiser and scheduler states, the run's position (``step``,
-``epoch``, ``batch_in_epoch``), one random state per rank (``rng``: torch, CUDA, NumPy, Python and the DADAM
-generator), the config as plain values and the class names. It is written atomically (:func:`dadam.files.atomic_write`):
-a kill during a save leaves the previous checkpoint intact. ``model.pt`` is a bare state dict of the final weights.
+``epoch``, ``batch_in_epoch``), one random state per rank (``rng``: torch, CUDA, NumPy, Python and the run's
+generator, which DADAM and the base augmentation draw from), the best evaluation so far (``best``), the config as plain
+values and the class names. It is written atomically (:func:`dadam.files.atomic_write`): a kill during a save leaves
+the previous checkpoint intact. ``model.pt`` is a bare state dict of the final weights; ``model_best.pt``
+(:func:`save_best_weights`) holds the weights of the best evaluation with its metric, epoch, step and config.
 
 Checkpoints and weights hold tensors and plain containers only (dicts, lists, strings, numbers): the random states
 are stored as tensors and lists, not as NumPy arrays or Python objects. So :func:`read_checkpoint` loads every file
@@ -13,6 +15,7 @@ pickle that would run code) is refused with a ``ValueError`` naming it, and so i
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
@@ -33,12 +36,14 @@ __all__ = [
     "CHECKPOINT_KEYS",
     "RunState",
     "check_checkpoint",
+    "choose_best",
     "load_checkpoint_weights",
     "load_weights",
     "model_weights",
     "read_checkpoint",
     "restore_checkpoint",
     "rng_state",
+    "save_best_weights",
     "save_checkpoint",
     "save_weights",
     "seed_everything",
@@ -58,7 +63,8 @@ class RunState:
     ``step``, ``epoch`` and ``batch_in_epoch`` are what a checkpoint records and a resume restores; ``stopped`` is
     set when ``stop_after`` ends the run; ``metrics`` is the mean row of the last evaluation; ``bad_images`` holds
     ``(step, epoch, phase, SkippedImage)`` for each image left out since the last checkpoint (they are logged with
-    it).
+    it); ``best`` is the best evaluation so far (``{"metric", "value", "epoch", "step"}``, or None), which a
+    checkpoint records too.
     """
 
     step: int = 0
@@ -67,10 +73,32 @@ class RunState:
     stopped: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     bad_images: list[tuple[int, int, str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
 
     def next_epoch(self) -> None:
         """Move to the first batch of the next epoch."""
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+
+def choose_best(
+    best: dict[str, Any] | None, metrics: dict[str, float], *, metric: str, epoch: int, step: int, tag: str
+) -> dict[str, Any] | None:
+    """The new best evaluation when ``metrics[metric]`` beats ``best`` (strictly higher; a NaN or missing value never
+    does), else None.
+
+    Returns:
+        ``{"metric", "value", "epoch", "step", "tag"}`` or None.
+
+    Example:
+        >>> choose_best(None, {"AP": 0.4}, metric="AP", epoch=0, step=10, tag="epoch000")["value"]
+        0.4
+        >>> choose_best({"value": 0.4}, {"AP": 0.4}, metric="AP", epoch=1, step=20, tag="epoch001") is None
+        True
+    """
+    value = float(metrics.get(metric, math.nan))
+    if not math.isfinite(value) or (best is not None and not value > best["value"]):
+        return None
+    return {"metric": metric, "value": value, "epoch": epoch, "step": step, "tag": tag}
 
 
 # ------------------------------------------------------------------------------------------------ random states
@@ -166,6 +194,7 @@ def save_checkpoint(
             "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch,
             "rng": rng,
+            "best": state.best,
             "config": config.to_dict(),
             "class_names": list(class_names),
         }
@@ -273,7 +302,8 @@ def restore_checkpoint(
         source: the file's name, for errors.
 
     Returns:
-        the saved position (``step``, ``epoch``, ``batch_in_epoch``).
+        the saved position (``step``, ``epoch``, ``batch_in_epoch``) and the best evaluation so far (``best``;
+        None in checkpoints written before it was recorded).
 
     Raises:
         ValueError: naming ``source``, when ``checkpoint`` is not a training checkpoint (:func:`check_checkpoint`)
@@ -290,7 +320,13 @@ def restore_checkpoint(
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"][rank], generator)
-    return RunState(step=checkpoint["step"], epoch=checkpoint["epoch"], batch_in_epoch=checkpoint["batch_in_epoch"])
+    best = checkpoint.get("best")
+    return RunState(
+        step=checkpoint["step"],
+        epoch=checkpoint["epoch"],
+        batch_in_epoch=checkpoint["batch_in_epoch"],
+        best=dict(best) if isinstance(best, dict) else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ weights
@@ -302,8 +338,29 @@ def save_weights(path: str | os.PathLike, model: nn.Module) -> None:
     atomic_write(path, lambda f: torch.save(weights, f))
 
 
+def save_best_weights(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    best: dict[str, Any],
+    config: TrainConfig,
+    class_names: tuple[str, ...],
+) -> None:
+    """Write ``model_best.pt`` atomically: ``{"model": state dict, "best": {"metric", "value", "epoch", "step"},
+    "config", "class_names"}`` (plain values and tensors: it loads with ``weights_only=True``; ``init_from``,
+    :func:`load_checkpoint_weights` and ``fpsm.evaluate`` read it)."""
+    payload = {
+        "model": model.state_dict(),
+        "best": dict(best),
+        "config": config.to_dict(),
+        "class_names": list(class_names),
+    }
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
 def load_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Model weights from a training checkpoint (``{"model": ...}``) or a bare state dict (``model.pt``).
+    """Model weights from a training checkpoint or ``model_best.pt`` (``{"model": ...}``) or a bare state dict
+    (``model.pt``).
 
     The ``module.`` (DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are removed from the names.
 

@@ -1,8 +1,9 @@
 """``fit``: a training run from a :class:`~fpsm.training.config.TrainConfig`, as one loop read top to bottom.
 
-Set-up (run folder, data, model, optimiser, schedule, DADAM, resume, logs), then a plain loop over epochs and
+Set-up (run folder, data, DADAM, model, optimiser, schedule, resume, logs), then a plain loop over epochs and
 batches that trains, logs, checkpoints and evaluates, over a small :class:`~fpsm.training.checkpoint.RunState`; then
-the final evaluation, checkpoint and ``model.pt``. Single process or ``torchrun`` (one process per GPU; gloo on CPU):
+the final evaluation, checkpoint and ``model.pt``. Every evaluation that beats the best validation mAP so far writes
+``model_best.pt`` (its epoch and step inside); ``model.pt`` is always the last weights. Single process or ``torchrun`` (one process per GPU; gloo on CPU):
 rank 0 logs and writes, every rank ends with the same weights.
 
 A run protects its folder: a folder that holds a run is refused unless ``resume`` (continue it: the checkpoint's
@@ -17,12 +18,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from dadam.data import remove_stale_worker_dirs
+from dadam.data import InputNormalizer, remove_stale_worker_dirs
 from dadam.files import remove_stale_temporaries
 from fpsm.distributed import (
     DistInfo,
@@ -32,27 +32,43 @@ from fpsm.distributed import (
     gather_objects,
     init_distributed,
 )
-from fpsm.model import create_fpsm
+from fpsm.training.base_aug import BASE_AUGMENTATIONS, BaseAugment
+from fpsm.training.build import (
+    build_augment,
+    build_generator,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    total_steps,
+)
 from fpsm.training.checkpoint import (
     RunState,
     check_checkpoint,
+    choose_best,
     load_checkpoint_weights,
     load_weights,
     read_checkpoint,
     restore_checkpoint,
+    save_best_weights,
     save_checkpoint,
     save_weights,
     seed_everything,
     weight_digest,
 )
 from fpsm.training.config import TrainConfig
-from fpsm.training.data import TrainData, load_train_data, start_epoch
+from fpsm.training.data import TrainData, load_train_data, read_splits, start_epoch
 from fpsm.training.runlog import RUN_LOG_DIRS, RUN_LOG_FILES, RunLog, Throughput
 from fpsm.training.steps import StepOptions, check_loss, check_mean_loss, evaluate, train_step
 
 __all__ = [
+    "BEST_METRIC",
+    "CHECKPOINT_FILE",
+    "MODEL_BEST_FILE",
+    "MODEL_FILE",
     "FitResult",
+    "best_weights_file",
     "build_augment",
+    "build_generator",
     "build_model",
     "build_optimizer",
     "build_scheduler",
@@ -63,6 +79,9 @@ __all__ = [
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
+MODEL_BEST_FILE = "model_best.pt"
+BEST_METRIC = "AP"
+"""The column of the report's mean row that chooses ``model_best.pt``: the validation mAP (higher is better)."""
 
 
 @dataclass
@@ -77,74 +96,15 @@ class FitResult:
     metrics: dict[str, float] = field(default_factory=dict)
     weight_hashes: list[str] = field(default_factory=list)
     bad_images: int = 0
+    best: dict | None = None
 
 
-# -------------------------------------------------------------------------------------------------- the pieces
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """``fpsm.create_fpsm`` from the config's model fields."""
-    return create_fpsm(
-        cfg.backbone,
-        stages=tuple(cfg.stages),
-        num_classes=num_classes,
-        use_binary_enc=cfg.use_binary_enc,
-        num_datasets=cfg.num_datasets,
-        pretrained=cfg.pretrained,
-        checkpoint_path=cfg.checkpoint_path,
-        drop_rate=cfg.drop_rate,
-        in_chans=3,
-    )
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (Nesterov); no weight decay on biases and normalisation weights."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def build_scheduler(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer, total: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: linear warm-up from ``warmup_factor * lr`` over ``warmup_steps``, then cosine to ``min_lr``."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-
-    warm = min(cfg.warmup_steps, max(total - 1, 0))
-    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warm, 1), eta_min=cfg.min_lr)
-    if warm == 0:
-        return cosine
-    linear = LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warm)
-    return SequentialLR(optimizer, [linear, cosine], milestones=[warm])
-
-
-def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """The run's length in optimiser steps: ``epochs`` epochs, or ``max_steps`` when that ends first."""
-    total = steps_per_epoch * cfg.epochs
-    return total if cfg.max_steps is None else min(total, cfg.max_steps)
-
-
-def build_augment(
-    cfg: TrainConfig, table: pd.DataFrame, *, device: torch.device, rank: int = 0
-) -> tuple[nn.Module | None, torch.Generator | None]:
-    """DADAM on the device from ``cfg.dadam`` and ``cfg.bank`` (statistics from the training table), and its
-    generator, seeded per rank; ``(None, None)`` when ``cfg.dadam`` is None."""
-    if cfg.dadam is None:
-        return None, None
-    from dadam import DiseasedAreaAugment, PatchBank
-    from dadam.stats import LabelStats
-
-    bank = PatchBank.load(cfg.bank).to(device)
-    if bank.canvas != cfg.canvas:
-        raise ValueError(f"bank {cfg.bank} has canvas {bank.canvas} but canvas={cfg.canvas}; rebuild the bank")
-    stats = LabelStats.from_labels(table).to(device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
-    return DiseasedAreaAugment.from_config(bank, stats, cfg.dadam, generator=generator).to(device), generator
+def best_weights_file(run_dir: str | os.PathLike) -> Path:
+    """The weights a later stage should start from or predict with: the run's ``model_best.pt`` when it has one
+    (chosen by validation mAP), else its last ``model.pt``."""
+    run_dir = Path(run_dir)
+    best = run_dir / MODEL_BEST_FILE
+    return best if best.is_file() else run_dir / MODEL_FILE
 
 
 @dataclass
@@ -162,7 +122,9 @@ class _Parts:
 def run_files(run_dir: str | os.PathLike) -> list[str]:
     """The files and non-empty folders of a run that ``run_dir`` holds (``[]``: no run there)."""
     run_dir = Path(run_dir)
-    found = [name for name in (CHECKPOINT_FILE, MODEL_FILE, *RUN_LOG_FILES) if (run_dir / name).is_file()]
+    found = [
+        name for name in (CHECKPOINT_FILE, MODEL_FILE, MODEL_BEST_FILE, *RUN_LOG_FILES) if (run_dir / name).is_file()
+    ]
     return found + [
         f"{name}/" for name in RUN_LOG_DIRS if (run_dir / name).is_dir() and any((run_dir / name).iterdir())
     ]
@@ -175,7 +137,8 @@ def fit(cfg: TrainConfig) -> FitResult:
     """Train (and evaluate each epoch) as the config says.
 
     The run directory ``cfg.out_dir`` holds ``checkpoint.pt`` (latest, written atomically every ``ckpt_every``
-    steps and at every epoch end), ``model.pt`` (final weights), ``config.json``, ``train_log.csv``,
+    steps and at every epoch end), ``model.pt`` (final weights), ``model_best.pt`` (the weights of the evaluation
+    with the best validation mAP, with its epoch and step), ``config.json`` (with the model's ``data_config``), ``train_log.csv``,
     ``eval_log.csv``, ``eval/`` (per-epoch report CSV + Markdown and predictions), ``tb/`` (TensorBoard),
     ``final.json``, and when needed ``bad_images.csv`` (images left out, ``bad_images="skip"``) and
     ``config_changes.csv`` (settings changed on resume). ``resume=True`` continues the run from its checkpoint with
@@ -184,7 +147,7 @@ def fit(cfg: TrainConfig) -> FitResult:
 
     Returns:
         :class:`FitResult` (model, run dir, global step, epoch, whether ``stop_after`` stopped it, last metrics,
-        images left out as bad).
+        images left out as bad, the best evaluation).
 
     Raises:
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
@@ -204,29 +167,38 @@ def fit(cfg: TrainConfig) -> FitResult:
 
 
 def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
-    # ---- set-up: folders, data, model, optimiser, schedule, DADAM, resume, logs
+    # ---- set-up: folders, data, DADAM, model, optimiser, schedule, resume, logs
     device = info.device
     run_dir = Path(cfg.out_dir)
     checkpoint, changes = _open_run_dir(cfg, run_dir, info)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
     seed_everything(cfg.seed)  # same on every rank: identical initial weights (DDP also broadcasts them)
 
-    data = load_train_data(cfg, device=device, world_size=info.world_size)
+    splits = read_splits(cfg)
+    # DADAM and the data draw nothing from the global generators: the model's initial weights stay the seed's.
+    aug, generator = build_augment(cfg, splits.table, device=device, rank=info.rank)
+    data = load_train_data(cfg, device=device, world_size=info.world_size, splits=splits, dadam=aug)
     total = total_steps(cfg, data.steps_per_epoch)
-    core = _build_core(cfg, data, device)
+    core = _build_core(cfg, data.classes, device)
     optimizer = build_optimizer(cfg, core)
     scheduler = build_scheduler(cfg, optimizer, total)
     # From here on each rank draws its own random numbers (dropout masks differ between ranks, as in one big batch).
     seed_everything(cfg.seed + info.rank)
-    aug, generator = build_augment(cfg, data.table, device=device, rank=info.rank)
     state = RunState()
     if checkpoint is not None:
         state = _resume(run_dir / CHECKPOINT_FILE, checkpoint, core, optimizer, scheduler, generator, info)
         del checkpoint  # its tensors are in the model and optimiser now
     model = _wrap(core, cfg, info)
-    options = StepOptions.from_config(cfg, device=device, aug=aug)
+    normalize = InputNormalizer.from_data_config(core.data_config, channels_last=cfg.channels_last)
+    light = BASE_AUGMENTATIONS[cfg.aug]
+    base_aug = BaseAugment(light) if light is not None else None
+    options = StepOptions.from_config(
+        cfg, device=device, aug=aug, normalize=normalize, base_aug=base_aug, generator=generator
+    )
     parts = _Parts(model, core, optimizer, scheduler, generator, options)
     log = RunLog(run_dir, enabled=info.is_main, resumed_at=state.step or None, tensorboard=cfg.tensorboard)
-    log.write_config(cfg)
+    log.write_config(cfg, data_config=core.data_config)
     log.config_changes(step=state.step, changes=changes)
 
     # ---- the loop: epochs of steps; log, checkpoint, stop; evaluate and checkpoint at each epoch's end
@@ -279,11 +251,13 @@ def _fit(cfg: TrainConfig, info: DistInfo) -> FitResult:
         if info.is_main:
             save_weights(run_dir / MODEL_FILE, core)
         digests = gather_objects(weight_digest(core))
-        log.write_final(step=state.step, epoch=state.epoch, metrics=state.metrics, weight_digests=digests)
+        log.write_final(
+            step=state.step, epoch=state.epoch, metrics=state.metrics, weight_digests=digests, best=state.best
+        )
     log.close()
     bad = gather_objects(log.bad_image_count)[0]  # rank 0's count, on every rank
     barrier()
-    return FitResult(core, run_dir, state.step, state.epoch, state.stopped, state.metrics, digests, bad)
+    return FitResult(core, run_dir, state.step, state.epoch, state.stopped, state.metrics, digests, bad, state.best)
 
 
 # ------------------------------------------------------------------------------------------ the steps of fit
@@ -318,7 +292,7 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> tuple[dict
         elif cfg.resume and checkpoint is None:
             print(f"resume: no checkpoint at {path}; starting a new run")
         (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-        for name in (CHECKPOINT_FILE, MODEL_FILE):  # what a killed save left behind
+        for name in (CHECKPOINT_FILE, MODEL_FILE, MODEL_BEST_FILE):  # what a killed save left behind
             remove_stale_temporaries(run_dir, name)
     if info.local_rank == 0:
         remove_stale_worker_dirs()  # of DataLoader workers killed with an earlier run
@@ -343,9 +317,9 @@ def _config_changes(cfg: TrainConfig, saved_values: dict, source: Path) -> dict:
     return changes
 
 
-def _build_core(cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.Module:
+def _build_core(cfg: TrainConfig, classes: tuple[str, ...], device: torch.device) -> nn.Module:
     """The model on the device (channels-last when asked), with ``init_from``'s weights when given."""
-    core = build_model(cfg, len(data.classes)).to(device)
+    core = build_model(cfg, len(classes)).to(device)
     if cfg.channels_last:
         core = core.to(memory_format=torch.channels_last)
     if cfg.init_from:
@@ -353,7 +327,7 @@ def _build_core(cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.M
             core,
             load_checkpoint_weights(cfg.init_from),
             source=f"init_from={cfg.init_from}",
-            description=f"{cfg.backbone}, stages {cfg.stages}, {len(data.classes)} classes",
+            description=f"{cfg.backbone}, stages {cfg.stages}, {len(classes)} classes",
         )
     return core
 
@@ -429,6 +403,7 @@ def _evaluate(
         use_dataset_ids=parts.options.use_dataset_ids,
         progress=cfg.progress and info.is_main,
         skipped=skipped,
+        normalize=parts.options.normalize,
     )
     log.bad_images(gather_objects([(state.step, state.epoch, "eval", s) for s in skipped]))
     keep = ~torch.isnan(probs).any(dim=1)  # (N,): the rows of images left out as bad hold NaN
@@ -443,3 +418,11 @@ def _evaluate(
         threshold=cfg.threshold,
     )
     state.metrics = gather_objects(metrics)[0]  # rank 0's, on every rank
+    best = choose_best(state.best, state.metrics, metric=BEST_METRIC, epoch=state.epoch, step=state.step, tag=tag)
+    if best is not None:  # the same on every rank: the metrics are rank 0's
+        state.best = best
+        if info.is_main:
+            save_best_weights(
+                Path(cfg.out_dir) / MODEL_BEST_FILE, parts.core, best=best, config=cfg, class_names=data.classes
+            )
+        barrier()

@@ -179,10 +179,14 @@ class RunLog:
                     "tensorboard is not installed: no TensorBoard logs (pip install tensorboard)", stacklevel=2
                 )
 
-    def write_config(self, cfg: TrainConfig) -> None:
-        """``config.json``: the run's config as plain values."""
+    def write_config(self, cfg: TrainConfig, *, data_config: Mapping[str, Any] | None = None) -> None:
+        """``config.json``: the run's config as plain values, and the model's input config (``data_config``: mean,
+        std, input size of the backbone's timm config) beside them."""
         if self.enabled:
-            atomic_write(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            values = cfg.to_dict()
+            if data_config is not None:
+                values["data_config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
+            atomic_write(self.run_dir / "config.json", json.dumps(values, indent=2))
 
     @property
     def bad_image_count(self) -> int:
@@ -266,11 +270,21 @@ class RunLog:
                     self.writer.add_scalar(f"eval/{k}", v, step)
         return metrics
 
-    def write_final(self, *, step: int, epoch: int, metrics: dict[str, float], weight_digests: list[str]) -> None:
-        """``final.json``: where the run ended, its last metrics, every rank's weight digest, the bad images."""
+    def write_final(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        metrics: dict[str, float],
+        weight_digests: list[str],
+        best: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``final.json``: where the run ended, its last metrics, every rank's weight digest, the bad images and
+        the best evaluation (``model_best.pt``'s metric, value, epoch and step; None without one)."""
         if self.enabled:
             final = {"step": step, "epoch": epoch, "metrics": metrics, "rank_weight_hashes": weight_digests}
             final["bad_images"] = self.bad_image_count
+            final["best"] = dict(best) if best is not None else None
             atomic_write(self.run_dir / "final.json", json.dumps(final, indent=2))
 
     def close(self) -> None:

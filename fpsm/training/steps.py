@@ -1,8 +1,10 @@
 """The per-batch work of training and evaluation: one optimiser step, one pass over a loader, predictions.
 
-Each training step: batch to the device -> DADAM (uint8, on the device) -> :func:`dadam.data.to_model_input` ->
-forward under autocast -> :func:`fpsm.pyramid_loss` -> backward -> optimiser and scheduler step. Nothing in a step
-reads a value back to the host; :func:`check_loss` does, on the steps that log.
+Each training step: batch to the device -> DADAM (uint8, on the device; in extend mode only the batch's extra samples
+change) -> base augmentation (:mod:`fpsm.training.base_aug`, float in [0, 1]) -> the backbone's normalisation
+(:class:`dadam.data.InputNormalizer` of ``FPSM.data_config``) -> forward under autocast -> :func:`fpsm.pyramid_loss`
+-> backward -> optimiser and scheduler step. Nothing in a step reads a value back to the host; :func:`check_loss`
+does, on the steps that log.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from dadam.data import to_model_input
+from dadam.data import InputNormalizer
 from fpsm.distributed import gather_objects
 from fpsm.loss import pyramid_loss
 from fpsm.training.config import TrainConfig
@@ -67,6 +69,12 @@ class StepOptions:
         channels_last: feed channels-last input.
         use_dataset_ids: pass ``dataset_ids`` to the model (FPSM built with ``use_binary_enc``).
         grad_clip: clip the global grad norm to this value (None: no clipping).
+        normalize: the model input step (None: ImageNet statistics, ``channels_last`` as above).
+        base_aug: the base augmentation (:class:`fpsm.training.base_aug.BaseAugment`) or None.
+        generator: the run's generator on ``device``, which ``base_aug`` draws from (DADAM holds it too).
+        extend: DADAM changes only the batch's extra samples (``batch.extra``, an extend-mode epoch).
+        code_augmented: the dataset code of a sample is 1 when DADAM changed it, else 0
+            (``dataset_code="augmented"``).
     """
 
     device: torch.device
@@ -76,12 +84,59 @@ class StepOptions:
     channels_last: bool = False
     use_dataset_ids: bool = False
     grad_clip: float | None = None
+    normalize: InputNormalizer | None = None
+    base_aug: nn.Module | None = None
+    generator: torch.Generator | None = None
+    extend: bool = False
+    code_augmented: bool = False
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, *, device: torch.device, aug: nn.Module | None) -> StepOptions:
-        """The options of a training config on ``device``, with ``aug`` (DADAM or None)."""
+    def from_config(
+        cls,
+        cfg: TrainConfig,
+        *,
+        device: torch.device,
+        aug: nn.Module | None,
+        normalize: InputNormalizer | None = None,
+        base_aug: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOptions:
+        """The options of a training config on ``device``, with ``aug`` (DADAM or None), the model's input step and
+        the base augmentation drawing from the run's ``generator``."""
         amp = amp_dtype(cfg.amp, device)
-        return cls(device, aug, cfg.loss, amp, cfg.channels_last, cfg.use_binary_enc, cfg.grad_clip)
+        extend = aug is not None and cfg.dadam is not None and cfg.dadam.mode == "extend"
+        code_augmented = cfg.use_binary_enc and cfg.dataset_code == "augmented"
+        return cls(
+            device,
+            aug,
+            cfg.loss,
+            amp,
+            cfg.channels_last,
+            cfg.use_binary_enc,
+            cfg.grad_clip,
+            normalize,
+            base_aug,
+            generator,
+            extend,
+            code_augmented,
+        )
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Base augmentation (when set) and normalisation of a device batch: ``(B, 1, S, S)`` -> the model's input."""
+        x = images if self.base_aug is None else self.base_aug(images, generator=self.generator)  # float in [0, 1]
+        normalize = self.normalize or _imagenet(self.channels_last)
+        return normalize(x)
+
+
+def _imagenet(channels_last: bool) -> InputNormalizer:
+    """The ImageNet normaliser, one per layout (for callers that give no ``normalize``)."""
+    key = "channels_last" if channels_last else "contiguous"
+    if key not in _IMAGENET:
+        _IMAGENET[key] = InputNormalizer(channels_last=channels_last)
+    return _IMAGENET[key]
+
+
+_IMAGENET: dict[str, InputNormalizer] = {}
 
 
 def train_step(
@@ -95,7 +150,9 @@ def train_step(
 
     Args:
         model: the (possibly DDP-wrapped / compiled) FPSM, in train mode.
-        batch: ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``.
+        batch: ``(images uint8 (B, 1, S, S), labels (B, C), dataset_ids (B,))``; a
+            :class:`dadam.data.LabelBatch` also carries ``extra (B,)``, the samples DADAM must change in extend
+            mode.
         optimizer: the optimiser.
         scheduler: per-step LR scheduler.
         options: device, DADAM, loss, precision and clipping.
@@ -112,8 +169,18 @@ def train_step(
     labels = labels.to(device, non_blocking=True).float()
     dataset_ids = dataset_ids.to(device, non_blocking=True)
     if options.aug is not None:
-        images, labels = options.aug(images, labels)
-    x = to_model_input(images, channels_last=options.channels_last)
+        mask = None
+        if options.extend:  # only the extra samples change, each of them (the module has p=1)
+            extra = getattr(batch, "extra", None)
+            mask = (
+                extra.to(device, non_blocking=True)
+                if extra is not None
+                else torch.zeros(images.shape[0], dtype=torch.bool, device=device)
+            )
+        images, labels, params = options.aug(images, labels, mask=mask, return_params=True)
+        if options.code_augmented:
+            dataset_ids = params.changed.long()  # (B,) 1: changed by DADAM, 0: original
+    x = options.model_input(images)
     with autocast(device, options.amp_dtype):
         out = model(x, dataset_ids if options.use_dataset_ids else None)
         value = pyramid_loss(out, labels, loss=options.loss)
@@ -200,6 +267,7 @@ def evaluate(
     use_dataset_ids: bool = False,
     progress: bool = True,
     skipped: list | None = None,
+    normalize: InputNormalizer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict every image of an evaluation loader; with DDP, gather all ranks' shards on every rank.
 
@@ -216,6 +284,10 @@ def evaluate(
         use_dataset_ids: pass ``dataset_ids`` to the model.
         progress: show a tqdm bar.
         skipped: when a list, this rank's :class:`dadam.data.SkippedImage` records are appended to it.
+        normalize: the model's input step (``InputNormalizer.from_data_config(model.data_config, ...)``; None:
+            ImageNet statistics).
+
+    Probabilities and targets stay on the device until the pass ends: one copy to the host, not one per batch.
 
     Returns:
         ``(probs, targets)``: float32 ``(N, C)`` on the CPU, in dataset order (NaN rows: images left out).
@@ -225,25 +297,27 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
+    normalize = normalize or _imagenet(channels_last)
     probs, targets = [], []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         images, labels, dataset_ids = batch
-        x = to_model_input(images.to(device, non_blocking=True), channels_last=channels_last)
+        x = normalize(images.to(device, non_blocking=True))
         with autocast(device, amp_dtype):
-            out = model(x, dataset_ids.to(device) if use_dataset_ids else None)
-        p, t = out.probs.float().cpu(), labels.float().cpu()  # (K, C) of the K images the batch holds
-        kept = getattr(batch, "kept", None)  # (B,) bool over the sampled positions (dadam.data.LabelBatch)
+            out = model(x, dataset_ids.to(device, non_blocking=True) if use_dataset_ids else None)
+        p, t = out.probs.float(), labels.to(device, non_blocking=True).float()  # (K, C) of the K images it holds
+        kept = getattr(batch, "kept", None)  # (B,) bool on the CPU over the sampled positions (LabelBatch)
         if kept is not None and not bool(kept.all()):
-            p = torch.full((kept.shape[0], p.shape[1]), math.nan).index_put_((kept,), p)  # (B, C), NaN: left out
-            t = torch.full((kept.shape[0], t.shape[1]), math.nan).index_put_((kept,), t)
+            where = kept.to(device, non_blocking=True)
+            p = torch.full((kept.shape[0], p.shape[1]), math.nan, device=device).index_put_((where,), p)  # (B, C)
+            t = torch.full((kept.shape[0], t.shape[1]), math.nan, device=device).index_put_((where,), t)
         if skipped is not None:
             skipped.extend(getattr(batch, "skipped", ()))
         probs.append(p)
         targets.append(t)
     model.train(was_training)
     c = loader.dataset.labels.shape[1] if hasattr(loader, "dataset") else (probs[0].shape[1] if probs else 0)
-    local_p = torch.cat(probs) if probs else torch.zeros(0, c)
-    local_t = torch.cat(targets) if targets else torch.zeros(0, c)
+    local_p = torch.cat(probs).cpu() if probs else torch.zeros(0, c)  # the pass's one copy to the host
+    local_t = torch.cat(targets).cpu() if targets else torch.zeros(0, c)
     parts = gather_objects((local_p, local_t))
     if len(parts) == 1:
         return local_p, local_t
