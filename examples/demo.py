@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on built-in phantom data (``python examples/demo.py --help``).
 
-phantom data (NIH + ChestX-Det boxes, CXR-LT labels and images) -> patch bank -> a few FPSM steps with
-DiseasedAreaAugment on -> images/s and metrics -> a PNG grid of augmented samples with their boxes drawn.
+phantom data (NIH + ChestX-Det boxes, CXR-LT labels and images) -> patch bank -> a few FPSM steps with DADAM in the
+paper's composition (each epoch: the originals plus extra pasted and blended samples) and the base augmentation ->
+images/s and metrics -> a PNG grid of augmented samples with their boxes drawn.
 
 On a GPU it trains TResNet-L at 448 px; on a CPU a small backbone at a small canvas, so it ends in well under a
 minute on 2 cores.
@@ -80,8 +81,8 @@ def run_demo(
     bank.save(bank_path)
     print(f"[demo] {bank!r}")
 
-    # 3. A few FPSM steps with DADAM on (the same fit() as `python -m fpsm.train`).
-    dadam = DadamConfig(p=0.8)
+    # 3. A few FPSM steps with DADAM on (the same fit() as `python -m fpsm.train`): extend mode, the paper's amounts.
+    dadam = DadamConfig(mode="extend")
     cfg = TrainConfig(
         dataset="cxr-lt",
         root=str(cxr),
@@ -121,7 +122,7 @@ def run_demo(
     table = read_cxr_lt(cxr / "train.csv")
     stats = LabelStats.from_labels(table)
     classes = list(stats.class_names)
-    aug = DiseasedAreaAugment.from_config(bank, stats, dadam.replace(p=1.0), generator=seed).to(dev)
+    aug = DiseasedAreaAugment(bank, stats, generator=seed, **dadam.replace(p=1.0).augment_options()).to(dev)
     normal = table[table["No Finding"] == 1].head(8)  # pasted onto
     with_tail = table[(table[list(aug.tail_names)] == 1).any(axis=1)].head(8)  # blended onto
     rows = pd.concat([normal, with_tail])

@@ -1,19 +1,29 @@
 """The paper's recipe on CXR-LT 2023, in one command.
 
 1. a DADAM patch bank from the boxes of NIH ChestX-ray14, VinDr-CXR and ChestX-Det, cut at the training canvas;
-2. per seed: train FPSM (TResNet-L, stages 4+3+2, 448 px) on CXR-LT (MIMIC-CXR-JPG images), then fine-tune those
-   weights with DADAM on (new optimiser and schedule);
-3. predict the development split with every fine-tuned model and average them (``fpsm.ensemble``);
-4. write per-model and ensemble reports (per-class AP/AUC/F1, mean row) and a summary.
+2. two base models, FPSM (TResNet-L, stages 4+3+2, 448 px, ImageNet weights) on CXR-LT (MIMIC-CXR-JPG images), each
+   with its best checkpoint chosen on held-out training patients: ``base_enc0`` without the binary encoding,
+   ``base_enc1`` with it (``dataset_code="augmented"``: 1 marks a DADAM-changed sample, 0 an original and every test
+   image);
+3. ``dadam``: ``base_enc1``'s best weights fine-tuned for one epoch in the paper's composition (``mode="extend"``:
+   the originals plus 50k/210k pasted and 50k/210k blended extra samples, the extras marked 1);
+4. predict the development split with the three best checkpoints and average them (the paper's ensemble), writing
+   per-model and ensemble reports (per-class AP/AUC/F1, mean row) and a summary.
 
-With the data::
+The paper's ensemble is "base (binary encoding 0) + base (binary encoding 1) + the DADAM fine-tuned model"; reading
+the encoding as off / on (the fine-tune continues the model that has it) is this recipe's interpretation.
+
+The recipe needs ImageNet weights: ``--pretrained`` (timm's download or cache; at 448 px the backbone defaults to
+``tresnet_l.miil_in1k_448``) or ``--backbone-weights FILE``; without either it refuses to start unless
+``--from-scratch``. With the data::
 
     python examples/mimic_cxr_lt.py --cxr-lt /data/mimic-cxr-jpg --nih /data/nih --vindr /data/vindr \\
-        --chestx-det /data/chestx-det/ChestX_Det_train.json --backbone-weights tresnet_l.safetensors --out runs/cxr_lt
+        --chestx-det /data/chestx-det/ChestX_Det_train.json --pretrained --out runs/cxr_lt
 
 (``--cxr-lt`` holds ``files/`` and CXR-LT's ``train.csv``/``development.csv``; ``--nih`` holds ``images/`` and
 ``BBox_List_2017.csv``; ``--vindr`` holds ``train.csv`` and ``train/``; ``--chestx-det`` is the JSON, its images in
-``train/`` next to it or in ``--chestx-det-images``.) Without data, on phantoms in the same layouts::
+``train/`` next to it or in ``--chestx-det-images``.) Without data, on phantoms in the same layouts (``--tiny``:
+resnet10t at 64 px from scratch, a few steps)::
 
     python examples/mimic_cxr_lt.py --phantom /tmp/phantom --tiny --out /tmp/cxr_lt_run
 """
@@ -28,15 +38,26 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from dadam import PatchBank
 from dadam.config import add_dadam_arguments, dadam_config_from_args
+from dadam.data import default_num_workers
 from dadam.files import atomic_write
 from dadam.formats import read_chestx_det, read_cxr_lt, read_nih_boxes, read_vindr
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.ensemble import average_predictions
 from fpsm.evaluate import EvalConfig, predict
 from fpsm.train import TrainConfig, fit, write_report
+from fpsm.training import best_weights_file
+
+MODELS = ("base_enc0", "base_enc1", "dadam")
+"""The ensemble's members, in order: base without the binary encoding, base with it, the DADAM fine-tune."""
+
+
+def default_backbone(canvas: int) -> str:
+    """TResNet-L with the weights timm trained at the canvas: ``tresnet_l.miil_in1k_448`` at 448 px."""
+    return "tresnet_l.miil_in1k_448" if canvas == 448 else "tresnet_l.miil_in1k"
 
 
 def make_phantoms(root: Path, *, size: int, n_cxr: int, progress: bool, overwrite: bool) -> dict[str, Path]:
@@ -81,17 +102,28 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--phantom", metavar="DIR", help="generate phantom data in all four layouts here and use it")
     data.add_argument("--phantom-n", type=int, default=None, help="phantom CXR-LT images (default 2000; --tiny 64)")
     data.add_argument(
+        "--val-split",
+        default="patient",
+        choices=["patient", "official", "none"],
+        help="what chooses each best checkpoint: held-out training patients (default) or development.csv",
+    )
+    data.add_argument(
         "--overwrite", action="store_true", help="replace the phantom files in --phantom DIR and the runs in --out"
     )
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default=None, help="timm name (default: tresnet_l.miil_in1k_448 at 448 px)")
+    model.add_argument("--pretrained", action="store_true", help="timm's ImageNet weights (download or cache)")
+    model.add_argument("--backbone-weights", help="local timm checkpoint of the backbone (ImageNet weights)")
+    model.add_argument("--from-scratch", action="store_true", help="train without ImageNet weights (not the paper)")
+    model.add_argument("--canvas", type=int, default=448)
     run = parser.add_argument_group("run")
     run.add_argument("--out", default="runs/cxr_lt", help="output folder")
-    run.add_argument("--tiny", action="store_true", help="resnet10t at 64 px, a few steps: a smoke run on CPU")
-    run.add_argument("--backbone", default="tresnet_l")
-    run.add_argument("--backbone-weights", help="local timm checkpoint of the backbone (ImageNet weights)")
-    run.add_argument("--canvas", type=int, default=448)
-    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one model per seed, ensembled")
-    run.add_argument("--epochs", type=int, default=20)
-    run.add_argument("--ft-epochs", type=int, default=5, help="DADAM fine-tuning epochs")
+    run.add_argument(
+        "--tiny", action="store_true", help="resnet10t at 64 px from scratch, a few steps: a CPU smoke run"
+    )
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--epochs", type=int, default=20, help="base training epochs")
+    run.add_argument("--ft-epochs", type=int, default=1, help="DADAM fine-tuning epochs (the paper: 1)")
     run.add_argument("--max-steps", type=int, default=None)
     run.add_argument("--ft-max-steps", type=int, default=None)
     run.add_argument("--batch-size", type=int, default=32)
@@ -103,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["soft_margin", "asl"],
         help="soft_margin: the paper's summed MultiLabelSoftMarginLoss (default); asl: timm's asymmetric loss",
     )
-    add_dadam_arguments(parser.add_argument_group("DADAM fine-tuning"), prefix="dadam-")
-    run.add_argument("--num-workers", type=int, default=8)
+    run.add_argument("--aug", default="light", choices=["none", "light"], help="base augmentation on the device")
+    add_dadam_arguments(parser.add_argument_group("DADAM fine-tuning"), prefix="dadam-", training=True)
+    run.add_argument("--num-workers", type=int, default=default_num_workers())
     run.add_argument("--device", default="auto")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -117,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         args.backbone, args.canvas, args.batch_size, args.epochs, args.ft_epochs = "resnet10t", 64, 8, 1, 1
         args.max_steps = args.max_steps or 4
         args.ft_max_steps = args.ft_max_steps or 2
-        args.num_workers, args.lr, args.ft_lr = 0, 1e-3, 5e-4
+        args.num_workers, args.lr, args.ft_lr, args.from_scratch = 0, 1e-3, 5e-4, True
+    args.backbone = args.backbone or default_backbone(args.canvas)
+    if not (args.pretrained or args.backbone_weights or args.from_scratch):
+        parser.error(
+            f"the recipe starts from ImageNet weights: give --pretrained (timm's {args.backbone} weights, downloaded "
+            "or cached) or --backbone-weights FILE, or --from-scratch to train without them"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -138,14 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     build_bank(args, chestx_det_size=chestx_det_size).save(bank_path)
     print(read_cxr_lt(Path(args.cxr_lt) / "train.csv").attrs["report"].summary())
 
-    common = dict(
+    # 2. the two base models: without and with the binary encoding; each keeps its best checkpoint
+    base = TrainConfig(
         dataset="cxr-lt",
         root=args.cxr_lt,
+        val_split=args.val_split,
         backbone=args.backbone,
         stages=(2, 3, 4),
+        pretrained=args.pretrained and not args.backbone_weights,
         checkpoint_path=args.backbone_weights,
         canvas=args.canvas,
         batch_size=args.batch_size,
+        aug=args.aug,
         loss=args.loss,
         num_workers=args.num_workers,
         device=args.device,
@@ -153,43 +196,47 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_every=1000,
         log_every=1 if args.tiny else 50,
         overwrite=args.overwrite,
+        seed=args.seed,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr=args.lr,
+        warmup_steps=0 if args.tiny else 500,
     )
+    runs = {
+        "base_enc0": dataclasses.replace(base, out_dir=str(out / "base_enc0")),
+        "base_enc1": dataclasses.replace(
+            base, out_dir=str(out / "base_enc1"), use_binary_enc=True, dataset_code="augmented"
+        ),
+    }
+    for name in ("base_enc0", "base_enc1"):
+        fit(runs[name])
+    # 3. the DADAM fine-tune: base_enc1's best weights, one epoch of originals + extra DADAM samples (coded 1)
+    runs["dadam"] = dataclasses.replace(
+        runs["base_enc1"],
+        out_dir=str(out / "dadam"),
+        init_from=str(best_weights_file(out / "base_enc1")),
+        pretrained=False,
+        checkpoint_path=None,
+        epochs=args.ft_epochs,
+        max_steps=args.ft_max_steps,
+        lr=args.ft_lr,
+        warmup_steps=0,
+        dadam=dadam,
+        bank=str(bank_path),
+    )
+    fit(runs["dadam"])
+
+    # 4. each model's best checkpoint on the development split, then the ensemble of the three
     pred_files, summary = [], []
-    for seed in args.seeds:
-        # 2a. base training, DADAM off
-        base = TrainConfig(
-            **common,
-            out_dir=str(out / f"seed{seed}" / "base"),
-            seed=seed,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            lr=args.lr,
-            warmup_steps=0 if args.tiny else 500,
-        )
-        res = fit(base)
-        summary.append({"model": f"seed{seed}/base", **res.metrics})
-        # 2b. fine-tuning from those weights with DADAM on
-        ft = dataclasses.replace(
-            base,
-            out_dir=str(out / f"seed{seed}" / "dadam"),
-            init_from=str(res.run_dir / "model.pt"),
-            checkpoint_path=None,
-            epochs=args.ft_epochs,
-            max_steps=args.ft_max_steps,
-            lr=args.ft_lr,
-            warmup_steps=0,
-            dadam=dadam,
-            bank=str(bank_path),
-        )
-        res = fit(ft)
-        # 3. predictions on the development split
+    for name in MODELS:
+        run_dir = Path(runs[name].out_dir)
         ev = predict(
             EvalConfig(
-                checkpoint=str(res.run_dir / "model.pt"),
+                checkpoint=str(best_weights_file(run_dir)),
                 dataset="cxr-lt",
                 root=args.cxr_lt,
                 split="development",
-                out=str(res.run_dir / "development"),
+                out=str(run_dir / "development"),
                 batch_size=args.batch_size,
                 num_workers=args.num_workers,
                 device=args.device,
@@ -197,13 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         pred_files.append(ev.out / "predictions.csv")
-        summary.append({"model": f"seed{seed}/dadam", **ev.report.loc["mean"].to_dict()})
-
-    # 4. ensemble
+        summary.append({"model": name, **ev.report.loc["mean"].to_dict()})
     ens = average_predictions(pred_files)
     dev = read_cxr_lt(Path(args.cxr_lt) / "development.csv").set_index("image_id").loc[ens["image_id"]]
-    import torch
-
     report = write_report(
         torch.tensor(ens[list(CXR_LT_CLASSES)].to_numpy(), dtype=torch.float32),
         torch.tensor(dev[list(CXR_LT_CLASSES)].to_numpy(), dtype=torch.float32),
@@ -215,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(summary).set_index("model")
     atomic_write(out / "summary.csv", table.to_csv())
     print(table[["AP", "AUC", "F1"]].to_string(float_format=lambda v: f"{v:.4f}"))
-    atomic_write(out / "summary.json", json.dumps({"seconds": time.perf_counter() - t0, "models": summary}, indent=2))
+    members = {name: str(best_weights_file(runs[name].out_dir)) for name in MODELS}
+    doc = {"seconds": time.perf_counter() - t0, "members": members, "models": summary}
+    atomic_write(out / "summary.json", json.dumps(doc, indent=2))
     print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
     return 0
 

@@ -36,7 +36,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "bank.safetensors").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "run" / "eval").glob("*_report.md"))
     config = (tmp_path / "run" / "config.json").read_text()
-    assert '"p": 0.8' in config  # the run trained with the demo's DADAM options
+    assert '"mode": "extend"' in config  # the run trained with the demo's DADAM options
     # a second `make demo` into the same folder replaces the demo's own phantom data
     again = demo.run_demo(tmp_path, device="cpu", canvas=64, backbone="resnet10t", steps=1, batch_size=8, n_images=48)
     assert again["grid_images"] == n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,25 +28,46 @@ def _run(script, *args):
 
 @pytest.mark.slow
 def test_mimic_cxr_lt_example(tmp_path):
+    """The whole recipe: base without and with the binary encoding, the DADAM extend-mode fine-tune from the best
+    checkpoint of the encoded base, the ensemble of the three best checkpoints on the development split."""
     out = tmp_path / "run"
     _run("mimic_cxr_lt.py", "--phantom", tmp_path / "phantom", "--tiny", "--quiet", "--out", out)
     summary = pd.read_csv(out / "summary.csv", index_col=0)
-    assert list(summary.index) == ["seed0/base", "seed0/dadam", "seed1/base", "seed1/dadam", "ensemble"]
+    assert list(summary.index) == ["base_enc0", "base_enc1", "dadam", "ensemble"]
     assert summary["AP"].between(0, 1).all()
-    # the fine-tune stage started from the base weights and ran with DADAM on
-    for seed in (0, 1):
-        cfg = pd.read_json(out / f"seed{seed}" / "dadam" / "config.json", typ="series")
-        assert cfg["dadam"] and cfg["init_from"].endswith(f"seed{seed}/base/model.pt")
-    # the ensemble is the mean of the two fine-tuned models' development predictions
-    a = pd.read_csv(out / "seed0" / "dadam" / "development" / "predictions.csv")
-    b = pd.read_csv(out / "seed1" / "dadam" / "development" / "predictions.csv")
+    configs = {
+        name: json.loads((out / name / "config.json").read_text()) for name in ("base_enc0", "base_enc1", "dadam")
+    }
+    assert not configs["base_enc0"]["use_binary_enc"] and configs["base_enc0"]["dadam"] is None
+    assert configs["base_enc1"]["use_binary_enc"] and configs["base_enc1"]["dataset_code"] == "augmented"
+    ft = configs["dadam"]
+    assert ft["init_from"].endswith("base_enc1/model_best.pt") and ft["dadam"]["mode"] == "extend"
+    assert ft["epochs"] == 1 and ft["use_binary_enc"] and ft["dataset_code"] == "augmented"
+    assert all(c["val_split"] == "patient" and c["aug"] == "light" for c in configs.values())
+    # the fine-tune's epoch: its training patients plus the paper's 50k/210k pasted and blended extras
+    members = json.loads((out / "summary.json").read_text())["members"]
+    assert [Path(m).name for m in members.values()] == ["model_best.pt"] * 3
+    # the ensemble is the mean of the three best checkpoints' development predictions
+    cols = list(CXR_LT_CLASSES)
+    preds = [
+        pd.read_csv(out / name / "development" / "predictions.csv") for name in ("base_enc0", "base_enc1", "dadam")
+    ]
     ens = pd.read_csv(out / "ensemble" / "predictions.csv")
     dev = pd.read_csv(tmp_path / "phantom" / "cxr-lt" / "development.csv")
     assert ens["image_id"].tolist() == dev["dicom_id"].tolist()
-    cols = list(CXR_LT_CLASSES)
-    np.testing.assert_allclose(ens[cols].to_numpy(), (a[cols].to_numpy() + b[cols].to_numpy()) / 2, atol=1e-6)
+    np.testing.assert_allclose(ens[cols].to_numpy(), sum(p[cols].to_numpy() for p in preds) / 3, atol=1e-6)
     rep = pd.read_csv(out / "ensemble" / "report.csv", index_col=0)
     assert list(rep.index) == [*cols, "mean"] and rep.loc["mean", "n"] == len(dev) * 26
+
+
+def test_mimic_cxr_lt_refuses_to_start_without_weights(tmp_path):
+    """No --pretrained, --backbone-weights or --from-scratch: the recipe stops before any work, naming the three."""
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent)}
+    cmd = [sys.executable, str(EXAMPLES / "mimic_cxr_lt.py"), "--phantom", str(tmp_path / "ph"), "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "ph").exists()
+    assert "--pretrained (timm's tresnet_l.miil_in1k_448 weights" in proc.stderr
+    assert "--backbone-weights FILE, or --from-scratch" in proc.stderr
 
 
 @pytest.mark.slow
