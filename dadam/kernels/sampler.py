@@ -411,7 +411,7 @@ def cooccurrence_triton(
     args = (
         labels,
         uniforms,
-        uniforms if mask is None else mask.view(torch.uint8),
+        uniforms if mask is None else mask.contiguous().view(torch.uint8),  # a copy only for a strided mask
         uniforms if ok is None else ok,
         tables.tail_weight,
         tables.blend_tail_weight,
