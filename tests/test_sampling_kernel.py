@@ -296,6 +296,10 @@ def test_backend_choice_and_errors(bank, stats, table, monkeypatch):
     ):
         with pytest.raises(ValueError, match=r"ok must be a \(1,\) torch.int32 tensor .*" + what):
             sample_batch(labels, tables, config, ok=bad)
+    with pytest.raises(
+        ValueError, match=r"sampler tables are on meta, the labels on cpu: .*tables.to\(labels.device\)"
+    ):
+        sample_batch(labels, tables._replace(**{k: v.to("meta") for k, v in tables.tensors().items()}), config)
     with pytest.raises(ValueError, match="ok is on meta, the labels on cpu"):
         sample_batch(labels, tables, config, ok=torch.ones(1, dtype=torch.int32, device="meta"))
 

@@ -121,6 +121,11 @@ def draw_params(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_ok_word(ok, labels)
+    if tables.device != labels.device:
+        raise ValueError(
+            f"the sampler tables are on {tables.device}, the labels on {labels.device}: move them with "
+            "tables.to(labels.device)"
+        )
     device = _indexed(labels.device)
     use_kernel = backend == "triton" or (backend == "auto" and labels.is_cuda and device not in _FAILED)
     unsupported = _unsupported(labels, tables, config) if use_kernel else ""
