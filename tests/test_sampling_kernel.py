@@ -9,7 +9,10 @@ for sm_90 (compiled on the CPU), and, marked ``gpu``, the compiled kernel on CUD
 
 from __future__ import annotations
 
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -304,6 +307,20 @@ def test_backend_choice_and_errors(bank, stats, table, monkeypatch):
         sample_batch(labels, tables._replace(**{k: v.to("meta") for k, v in tables.tensors().items()}), config)
     with pytest.raises(ValueError, match="ok is on meta, the labels on cpu"):
         sample_batch(labels, tables, config, ok=torch.ones(1, dtype=torch.int32, device="meta"))
+
+
+def test_sampling_on_the_cpu_does_not_import_triton():
+    code = (
+        "import sys, torch\n"
+        "from dadam import DiseasedAreaAugment, LabelStats\n"
+        "from tests.helpers import make_bank, make_label_table\n"
+        "table = make_label_table(500)\n"
+        "DiseasedAreaAugment(make_bank(), LabelStats.from_labels(table), generator=0).sample(table[:64])\n"
+        "assert 'triton' not in sys.modules, 'triton was imported'\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _fake_cuda_tables(tables):
