@@ -155,7 +155,7 @@ def run_arms(
     Args:
         cfg: the experiment.
         data: the phantom data (its bank and training labels build each arm's DADAM).
-        device: the training device.
+        device: the training device (the images move there once).
         runs_dir: when given, each base model and each arm's predictions are stored there and found again by a later
             call (a run that stopped resumes where it was).
         on_step: called with a number of training steps done (1 after each step; a phase's steps at once when a stored
@@ -165,68 +165,76 @@ def run_arms(
     Returns:
         one :class:`RunRecord` per seed and arm, seeds outer, arms in ``cfg.arms`` order.
     """
-    device = torch.device(device)
-    stats = LabelStats.from_labels(data.train.labels)
-    bank = data.bank.to(device)
-    evaluation = data.split("val" if cfg.eval_split == "val" else "test")
-    common = dict(device=device, channels_last=cfg.channels_last, bf16=cfg.bf16)
-    say = on_status or (lambda _: None)
-    advance = on_step or (lambda _: None)
-
-    def step(_loss: float) -> None:
-        advance(1)
-
+    run = _Run(cfg, data, torch.device(device), runs_dir, on_step or (lambda _: None), on_status or (lambda _: None))
+    groups: dict[tuple[int, ...], list[Arm]] = {}  # arms that share a base model
+    for name in cfg.arms:
+        groups.setdefault(ARMS[name].stages, []).append(ARMS[name])
     records: dict[tuple[str, int], RunRecord] = {}
     for seed in cfg.seeds:
-        groups: dict[tuple[int, ...], list[Arm]] = {}
-        for name in cfg.arms:
-            groups.setdefault(ARMS[name].stages, []).append(ARMS[name])
         for stages, arms in groups.items():
-            tag = "+".join(str(s) for s in sorted(stages, reverse=True))
-            todo = [a for a in arms if _load_record(runs_dir, a.name, seed) is None]
-            for a in arms:
-                if a not in todo:
-                    records[(a.name, seed)] = _load_record(runs_dir, a.name, seed)
+            stored = {a.name: _load_record(runs_dir, a.name, seed) for a in arms}
+            todo = [a for a in arms if stored[a.name] is None]
+            records.update({(name, seed): r for name, r in stored.items() if r is not None})
+            run.advance((len(arms) - len(todo)) * cfg.finetune_steps + (0 if todo else cfg.base_steps))
             if not todo:
-                advance(cfg.base_steps + len(arms) * cfg.finetune_steps)
                 continue
-            advance((len(arms) - len(todo)) * cfg.finetune_steps)
-            base = _new_model(cfg, stages, seed, device)
-            mean, std = _data_config(base)
-            base_file = None if runs_dir is None else runs_dir / f"base_{tag.replace('+', '')}_s{seed}.safetensors"
-            if base_file is not None and base_file.is_file():
-                base.load_state_dict(load_file(base_file, device=str(device)))
-                base_s = json.loads(base_file.with_suffix(".json").read_text())["train_s"]
-                advance(cfg.base_steps)
-            else:
-                say(f"seed {seed}: base {tag}")
-                phase = _phase(cfg, seed, finetune=False)
-                base_s = train_phase(base, data.train.images, data.train.labels, phase, mean=mean, std=std,
-                                     on_step=step, **common)  # fmt: skip
-                if base_file is not None:
-                    runs_dir.mkdir(parents=True, exist_ok=True)
-                    atomic_write(base_file.with_suffix(".json"), json.dumps({"train_s": base_s}))
-                    atomic_write(base_file, save({k: v.contiguous() for k, v in base.state_dict().items()}))
+            base, base_s = run.base(stages, seed)
             for arm in todo:
-                say(f"seed {seed}: arm {arm.name}")
-                model = copy.deepcopy(base)
-                dadam_config, _ = arm_dadam_config(arm, cfg.dadam, data.bank.canvas)
-                aug = None
-                if dadam_config is not None:
-                    aug = DiseasedAreaAugment.from_config(bank, stats, dadam_config, generator=seed).to(device)
-                phase = _phase(cfg, seed, finetune=True)
-                train_s = base_s
-                if phase.steps:
-                    train_s += train_phase(model, data.train.images, data.train.labels, phase, mean=mean, std=std,
-                                           aug=aug, on_step=step, **common)  # fmt: skip
-                say(f"seed {seed}: arm {arm.name}, evaluating {len(evaluation)} images")
-                t0 = time.perf_counter()
-                probs = predict(model, evaluation.images, mean=mean, std=std, batch_size=cfg.eval_batch, **common)
-                eval_s = time.perf_counter() - t0
-                record = RunRecord(arm.name, seed, probs, train_s, eval_s)
-                _store_record(runs_dir, record)
-                records[(arm.name, seed)] = record
+                records[(arm.name, seed)] = run.finetune_and_predict(arm, base, base_s, seed)
     return [records[(a, s)] for s in cfg.seeds for a in cfg.arms]
+
+
+class _Run:
+    """What every phase of :func:`run_arms` shares: the device-resident data, the DADAM statistics, the callbacks."""
+
+    def __init__(self, cfg, data, device, runs_dir, advance, say) -> None:
+        self.cfg, self.device, self.runs_dir, self.advance, self.say = cfg, device, runs_dir, advance, say
+        self.canvas = data.bank.canvas
+        self.bank = data.bank.to(device)
+        self.stats = LabelStats.from_labels(data.train.labels)
+        self.train_images, self.train_labels = data.train.images.to(device), data.train.labels.to(device)
+        self.eval_images = data.split("val" if cfg.eval_split == "val" else "test").images.to(device)
+        self.common = dict(device=device, channels_last=cfg.channels_last, bf16=cfg.bf16)
+
+    def _train(self, model, phase: Phase, aug=None) -> float:
+        mean, std = _data_config(model)
+        return train_phase(model, self.train_images, self.train_labels, phase, mean=mean, std=std, aug=aug,
+                           on_step=lambda: self.advance(1), **self.common)  # fmt: skip
+
+    def base(self, stages: tuple[int, ...], seed: int) -> tuple[torch.nn.Module, float]:
+        """The base model of ``stages`` for ``seed`` (stored in ``runs_dir`` after training) and its seconds."""
+        tag = "".join(str(s) for s in sorted(stages, reverse=True))
+        model = _new_model(self.cfg, stages, seed, self.device)
+        path = None if self.runs_dir is None else self.runs_dir / f"base_{tag}_s{seed}.safetensors"
+        if path is not None and path.is_file():
+            model.load_state_dict(load_file(path, device=str(self.device)))
+            self.advance(self.cfg.base_steps)
+            return model, json.loads(path.with_suffix(".json").read_text())["train_s"]
+        self.say(f"seed {seed}: base {'+'.join(tag)}")
+        seconds = self._train(model, _phase(self.cfg, seed, finetune=False))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path.with_suffix(".json"), json.dumps({"train_s": seconds}))
+            atomic_write(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+        return model, seconds
+
+    def finetune_and_predict(self, arm: Arm, base: torch.nn.Module, base_s: float, seed: int) -> RunRecord:
+        """Fine-tune a copy of ``base`` with ``arm``'s augmentation, predict the evaluation images, store the record."""
+        self.say(f"seed {seed}: arm {arm.name}")
+        model = copy.deepcopy(base)
+        dadam_config, _ = arm_dadam_config(arm, self.cfg.dadam, self.canvas)
+        aug = None
+        if dadam_config is not None:
+            aug = DiseasedAreaAugment.from_config(self.bank, self.stats, dadam_config, generator=seed).to(self.device)
+        phase = _phase(self.cfg, seed, finetune=True)
+        train_s = base_s + (self._train(model, phase, aug) if phase.steps else 0.0)
+        self.say(f"seed {seed}: arm {arm.name}, evaluating {len(self.eval_images)} images")
+        mean, std = _data_config(model)
+        t0 = time.perf_counter()
+        probs = predict(model, self.eval_images, mean=mean, std=std, batch_size=self.cfg.eval_batch, **self.common)
+        record = RunRecord(arm.name, seed, probs, train_s, time.perf_counter() - t0)
+        _store_record(self.runs_dir, record)
+        return record
 
 
 def _record_file(runs_dir: pathlib.Path, arm: str, seed: int) -> pathlib.Path:
@@ -264,10 +272,16 @@ def probe_seconds(
     aug = DiseasedAreaAugment.from_config(data.bank.to(device), LabelStats.from_labels(data.train.labels),
                                           dadam_config, generator=0).to(device)  # fmt: skip
     stamps: list[float] = []
+
+    def stamp() -> None:  # the step's end: wait for the device, so that the stamps time the work
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+
     phase = Phase(steps + 1, cfg.batch_size, cfg.base_lr, cfg.weight_decay, cfg.warmup_frac, seed=0)
     common = dict(device=device, channels_last=cfg.channels_last, bf16=cfg.bf16)
     train_phase(model, data.train.images, data.train.labels, phase, mean=mean, std=std, aug=aug,
-                on_step=lambda _: stamps.append(time.perf_counter()), **common)  # fmt: skip
+                on_step=stamp, **common)  # fmt: skip
     images = data.split("val" if cfg.eval_split == "val" else "test").images[: cfg.eval_batch]
     predict(model, images[:2], mean=mean, std=std, **common)  # warm-up
     t0 = time.perf_counter()

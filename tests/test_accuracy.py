@@ -215,3 +215,16 @@ def test_quick_run_writes_the_json_contract(tmp_path, capsys):
     again = load_phantom_data(cfg.data, tmp_path / "cache", progress=False)
     assert again.info["cached"] and len(again.test) == doc["data"]["images"]["test"]
     assert math.isclose(float(again.test.labels.sum()), sum(doc["data"]["positives"]["test"].values()))
+    # --resume: a lost prediction is made again from the stored base, to the same values; the rest is reused
+    (stored,) = (tmp_path / "cache").glob("*/runs/*/pred_b_s1.safetensors")
+    kept = {p: p.stat().st_mtime_ns for p in stored.parent.glob("*.safetensors") if p != stored}
+    stored.unlink()
+    resumed = tmp_path / "resumed.json"
+    argv = ["--quick", "--data", str(tmp_path / "cache"), "--json", str(resumed), "--no-progress", "--resume"]
+    assert main(argv) == 0
+
+    def scores(runs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in runs]
+
+    assert scores(json.loads(resumed.read_text())["runs"]) == scores(doc["runs"])
+    assert stored.is_file() and kept == {p: p.stat().st_mtime_ns for p in kept}  # the others were not trained again
