@@ -119,6 +119,7 @@ class DiseasedAreaAugment(nn.Module):
         tail_quantile: float = DadamConfig.tail_quantile,
         candidates: int = DadamConfig.candidates,
         companions: str = DadamConfig.companions,
+        placement: str = DadamConfig.placement,
     ) -> None:
         super().__init__()
         config = DadamConfig(
@@ -133,6 +134,7 @@ class DiseasedAreaAugment(nn.Module):
             tail_quantile=tail_quantile,
             candidates=candidates,
             companions=companions,
+            placement=placement,
         ).validate()
         if not isinstance(generator, (torch.Generator, int, type(None))) or isinstance(generator, bool):
             raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")

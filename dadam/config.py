@@ -26,6 +26,7 @@ __all__ = [
     "EPOCH_OPTIONS",
     "MODES",
     "PAPER_EXTRA_FRACTION",
+    "PLACEMENTS",
     "DadamConfig",
     "add_dadam_arguments",
     "count_or_fraction",
@@ -41,6 +42,8 @@ _MAX_EXPONENT = 6.0
 COMPANION_RULES = ("cooccurrence", "correlation")
 # How DADAM enters a training epoch: change originals online ("replace") or add extra augmented samples ("extend").
 MODES = ("replace", "extend")
+# Where a patch goes: its donor position (aligned) or that position mapped through the lung-field boxes (lung).
+PLACEMENTS = ("aligned", "lung")
 PAPER_EXTRA_FRACTION = 50_000 / 210_000
 """The paper's extra samples per kind as a fraction of its training set: 50k pasted and 50k blended on 210k."""
 EPOCH_OPTIONS = ("mode", "extra_paste", "extra_blend")
@@ -107,6 +110,9 @@ class DadamConfig:
             drawn from the tail-class images to the originals, changes every extra sample and no original (``p`` is
             not used); ``"replace"`` changes originals online with probability ``p``. A dict without this key reads
             as ``"replace"``, the behaviour before the option existed.
+        placement: where a patch goes on the canvas: ``"aligned"`` at its box on the donor (the paper);
+            ``"lung"`` at that box's centre mapped from the donor's lung-field box into the recipient's (see
+            :mod:`dadam.anatomy`), the patch size unchanged. A dict without this key reads as ``"aligned"``.
         extra_paste: extra pasted samples per epoch (``mode="extend"``): an int is a count, a float a fraction of
             the training set (default: the paper's 50k / 210k).
         extra_blend: extra blended samples per epoch, as ``extra_paste``.
@@ -132,6 +138,13 @@ class DadamConfig:
         "(cooccurrence), or drawn ~ corr^beta (correlation, the paper's rule)",
         legacy="correlation",
         choices=COMPANION_RULES,
+    )
+    placement: str = _opt(
+        "aligned",
+        "where a patch goes: its box on the donor (aligned), or that box mapped from the donor's lung-field box into "
+        "the recipient's (lung)",
+        legacy="aligned",
+        choices=PLACEMENTS,
     )
     mode: str = _opt(
         "extend",
@@ -197,6 +210,8 @@ class DadamConfig:
             raise ValueError(f"soft_label must be a bool, got {self.soft_label!r}")
         if self.companions not in COMPANION_RULES:
             raise ValueError(f"companions must be one of {COMPANION_RULES}, got {self.companions!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("extra_paste", "extra_blend"):
