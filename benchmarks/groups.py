@@ -35,6 +35,7 @@ from benchmarks.inputs import (
     smooth_images,
     write_jpegs,
 )
+from benchmarks.loader import loader_group
 from benchmarks.results import Result, add_ratios, check_targets
 from benchmarks.sampler import sampler_group
 from benchmarks.timing import (
@@ -331,6 +332,7 @@ def train_group(cfg: BenchConfig, progress: Progress | None = None) -> list[Resu
         labels = benchmark_labels(B, aug.tail_mask, seed=cfg.seed, pool=setup.pool).to(device)
         images = image_batch(B, 1, "uint8", S, device=device, seed=cfg.seed)
         model = create_fpsm(cfg.train_backbone, num_classes=NUM_CLASSES).to(device)
+        data_config = model.data_config  # the backbone's own normalisation (TResNet: mean 0, std 1)
         if cuda:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -338,7 +340,7 @@ def train_group(cfg: BenchConfig, progress: Progress | None = None) -> list[Resu
 
         def step(with_aug: bool):
             x, y = aug(images, labels) if with_aug else (images, labels)
-            x = to_model_input(x, channels_last=cuda)
+            x = to_model_input(x, mean=data_config["mean"], std=data_config["std"], channels_last=cuda)
             with amp:
                 loss = pyramid_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -452,6 +454,7 @@ def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tup
             ("train", train_group),
             ("pipeline", pipeline_group),
             ("sampler", sampler_group),
+            ("loader", loader_group),
         ):
             t0 = time.perf_counter()
             results += group(cfg, bar)
