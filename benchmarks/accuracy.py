@@ -45,6 +45,7 @@ if not __package__:  # run as a file (python benchmarks/accuracy.py): import thi
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="reuse the base models and predictions a stopped run stored")
     p.add_argument("--budget-minutes", type=float, default=None, help="warn when the estimate exceeds it (cpu: 45)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--workers", type=int, default=0, help="phantom generator processes (0: up to 2)")
+    p.add_argument("--workers", type=int, default=0, help="phantom generator processes (default 0: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
 
@@ -138,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     t_start = time.perf_counter()
 
-    data = load_phantom_data(cfg.data, args.data, progress=progress, workers=args.workers)
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    workers = args.workers or os.cpu_count() or 1
+    data = load_phantom_data(cfg.data, args.data, progress=progress, workers=workers)
     data_s = time.perf_counter() - t_start
     evaluation = data.split("val" if cfg.eval_split == "val" else "test")
     stats = LabelStats.from_labels(data.train.labels)
@@ -212,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_average() -> tuple[float, ...]:
     try:
-        import os
-
         return tuple(round(v, 2) for v in os.getloadavg())
     except OSError:
         return ()

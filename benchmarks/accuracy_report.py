@@ -149,15 +149,15 @@ def markdown_tables(doc: Mapping) -> str:
 
 
 def write_png(doc: Mapping, path: str | os.PathLike) -> None:
-    """Left: each arm's mAP, tail mAP and DADAM-tail mAP (seed means as bars, seeds as dots). Right: the contrasts
-    with their bootstrap CIs."""
+    """Left: each arm's mAP, head mAP, tail mAP and DADAM-tail mAP (seed means as bars, seeds as dots). Right: the
+    contrasts with their bootstrap CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     arms = list(doc["summary"])
-    shown = ("map", "tail_map", "dadam_tail_map")
+    shown = ("map", "head_map", "tail_map", "dadam_tail_map")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1, 1.2]})
     width = 0.8 / len(shown)
     for k, metric in enumerate(shown):
@@ -172,6 +172,9 @@ def write_png(doc: Mapping, path: str | os.PathLike) -> None:
     left.legend(fontsize=8, loc="lower right")
     left.set_title(f"arms ({len(doc['config']['seeds'])} seeds; dots: seeds)", fontsize=10)
     ci = doc["ci"]
+    if not ci:
+        right.text(0.5, 0.5, "no contrast: the run has one arm", ha="center", va="center")
+        right.set_axis_off()
     ys = np.arange(len(ci))[::-1]
     for y, c in zip(ys, ci, strict=True):
         low, high = c["low"], c["high"]
