@@ -11,7 +11,7 @@ from torch import nn
 from dadam.bank import PatchBank
 from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
-from dadam.ops import SUPPORTED_DTYPES, check_image_values, paste_backend, paste_patches
+from dadam.ops import SUPPORTED_DTYPES, check_image_values, match_intensity, paste_backend, paste_patches
 from dadam.sampling import DadamParams, SamplerTables, apply_labels, build_tables, sample_batch
 from dadam.sampling.backend import clear_ok_if_bad
 from dadam.stats import LabelStats
@@ -61,6 +61,11 @@ class DiseasedAreaAugment(nn.Module):
     tensor; the default returns a new tensor (one kernel writes every output pixel). :attr:`backend` names the paste
     backend in use.
 
+    Realism beyond the paper (both off by default: the paper's hard paste): ``feather`` ramps each patch's weight
+    up from its box edge over that many pixels; ``match`` maps each patch's intensities so that its mean (and std)
+    equal the recipient's under the box, measured on the device at paste time and recorded in the returned params
+    (``gain``, ``offset``; a replay uses the recorded map). See :mod:`dadam.paste.values` for the formulas.
+
     Randomness: ``generator`` may be a ``torch.Generator`` (must live on the images' device), an ``int`` seed (a
     generator per device is created from it on first use, so a fresh module with the same seed repeats its
     draws) or None (torch's default generator of the device).
@@ -87,6 +92,8 @@ class DiseasedAreaAugment(nn.Module):
         tail_quantile: quantile for the default tail set, in ``[0, 1]``.
         candidates: candidate draws per companion slot for the non-overlap rule (``>= 1``).
         companions: ``"cooccurrence"`` or ``"correlation"`` (see above).
+        feather: pixels over which a patch's weight rises from its box edge to full weight (``>= 0``; 0: hard edge).
+        match: ``"none"``, ``"mean"`` or ``"meanstd"`` (see above).
 
     Raises:
         ValueError: on an option out of range, or when no covered class is a tail class (the message names both).
@@ -120,6 +127,8 @@ class DiseasedAreaAugment(nn.Module):
         candidates: int = DadamConfig.candidates,
         companions: str = DadamConfig.companions,
         placement: str = DadamConfig.placement,
+        feather: int = DadamConfig.feather,
+        match: str = DadamConfig.match,
     ) -> None:
         super().__init__()
         config = DadamConfig(
@@ -135,6 +144,8 @@ class DiseasedAreaAugment(nn.Module):
             candidates=candidates,
             companions=companions,
             placement=placement,
+            feather=feather,
+            match=match,
         ).validate()
         if not isinstance(generator, (torch.Generator, int, type(None))) or isinstance(generator, bool):
             raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
@@ -145,6 +156,7 @@ class DiseasedAreaAugment(nn.Module):
         self.p, self.alpha, self.max_patches = config.p, config.alpha, config.max_patches
         self.gamma, self.beta, self.jitter = config.gamma, config.beta, config.jitter
         self.soft_label, self.candidates, self.companions = config.soft_label, config.candidates, config.companions
+        self.feather, self.match = config.feather, config.match
         self.canvas, self.max_size = bank.canvas, bank.max_size
         self.class_names = tuple(bank.class_names)
         self.no_finding = self.class_names.index(NO_FINDING)
@@ -185,7 +197,8 @@ class DiseasedAreaAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"p={self.p}, alpha={self.alpha}, max_patches={self.max_patches}, companions={self.companions!r}, "
-            f"gamma={self.gamma}, beta={self.beta}, jitter={self.jitter}, canvas={self.canvas}, "
+            f"gamma={self.gamma}, beta={self.beta}, jitter={self.jitter}, feather={self.feather}, "
+            f"match={self.match!r}, canvas={self.canvas}, "
             f"patches={self.offsets.shape[0]}, tail={list(self.tail_names)}"
         )
 
@@ -235,7 +248,9 @@ class DiseasedAreaAugment(nn.Module):
                 None: all.
 
         Returns:
-            the :class:`~dadam.sampling.DadamParams` (``params.labels`` are the new labels).
+            the :class:`~dadam.sampling.DadamParams` (``params.labels`` are the new labels). No intensity map is
+            recorded (``gain`` None: it needs the images): with ``match`` on, :meth:`apply` and :meth:`forward`
+            measure it at paste time.
         """
         self._check_labels(labels)
         return self._draw(labels, mask)
@@ -250,11 +265,47 @@ class DiseasedAreaAugment(nn.Module):
     ) -> torch.Tensor:
         """Paste/blend the patches of ``params`` into ``images`` (no randomness). See :func:`dadam.ops.paste_patches`.
 
-        With ``inplace=True`` the patches are written into ``images`` and ``images`` itself is returned.
+        With ``inplace=True`` the patches are written into ``images`` and ``images`` itself is returned. With
+        ``match`` on, slots without a recorded map (``params.gain`` None or NaN) are measured on ``images`` first
+        (:meth:`intensity_map` gives the params with the map).
         """
-        return self._paste(images, params, path=path, inplace=inplace, ok=None)
+        return self._paste(images, self.intensity_map(images, params, path=path), path=path, inplace=inplace, ok=None)
+
+    def intensity_map(
+        self, images: torch.Tensor, params: DadamParams, *, path: str = "auto", ok: torch.Tensor | None = None
+    ) -> DadamParams:
+        """``params`` with the intensity map of ``match`` (:func:`dadam.ops.match_intensity`) measured on ``images``
+        where none is recorded (``gain`` None or NaN); a recorded map is kept. With ``match="none"``: ``params``.
+
+        Example:
+            >>> params = aug.intensity_map(images, aug.sample(labels))  # doctest: +SKIP
+        """
+        if self.match == "none":
+            return params
+        gain, offset = match_intensity(
+            images,
+            self.pixels,
+            self.offsets,
+            self.sizes,
+            params.boxes,
+            params.patch_ids,
+            params.active,
+            mode=self.match,
+            max_size=self.max_size,
+            path=path,
+            ok=ok,
+        )  # (B, K) each
+        if params.gain is not None:  # a replay: the recorded map wins
+            recorded = ~torch.isnan(params.gain)
+            gain = torch.where(recorded, params.gain.to(torch.float32), gain)
+            offset = torch.where(recorded, params.offset.to(torch.float32), offset)
+        return dataclasses.replace(params, gain=gain, offset=offset)
 
     def _paste(self, images, params, *, path="auto", inplace=False, ok=None) -> torch.Tensor:
+        gain, offset = params.gain, params.offset
+        if gain is not None and self.match == "none":  # a map recorded elsewhere; a NaN (not measured) is none
+            measured = ~torch.isnan(gain)
+            gain, offset = torch.where(measured, gain, 1.0), torch.where(measured, offset, 0.0)
         return paste_patches(
             images,
             self.pixels,
@@ -268,6 +319,9 @@ class DiseasedAreaAugment(nn.Module):
             path=path,
             inplace=inplace,
             ok=ok,
+            gain=gain,
+            offset=offset,
+            feather=self.feather,
         )
 
     def forward(
@@ -293,6 +347,9 @@ class DiseasedAreaAugment(nn.Module):
                 all. Not with ``params`` (they already say which samples change).
             inplace: write the patches into ``images`` and return ``images`` itself (the caller's tensor is
                 modified: the returned images alias the input). Default: a new tensor, the input untouched.
+
+        With ``match`` on, the returned params record the intensity map measured on ``images`` (a replay with given
+        params uses their recorded map).
 
         Returns:
             ``(images, labels)`` or ``(images, labels, params)``; new labels (the input labels are never modified)
@@ -337,6 +394,7 @@ class DiseasedAreaAugment(nn.Module):
             params = dataclasses.replace(params, labels=apply_labels(labels, params, soft_label=self.soft_label))
         if B == 0:  # empty batch: returned as is
             return (images, labels, params) if return_params else (images, labels)
+        params = self.intensity_map(images, params, ok=ok)  # measured before an in-place paste writes the images
         out = self._paste(images, params, inplace=inplace, ok=ok)
         if ok is not None:
             from dadam.kernels import assert_ok

@@ -24,6 +24,7 @@ from typing import Any
 __all__ = [
     "COMPANION_RULES",
     "EPOCH_OPTIONS",
+    "MATCH_MODES",
     "MODES",
     "PAPER_EXTRA_FRACTION",
     "PLACEMENTS",
@@ -40,6 +41,8 @@ _MAX_EXPONENT = 6.0
 
 # The rules a normal image's companion classes are drawn by (see :mod:`dadam.sampling`).
 COMPANION_RULES = ("cooccurrence", "correlation")
+# What ``match`` makes equal before a patch is pasted: nothing (the paper), the mean, or the mean and the std.
+MATCH_MODES = ("none", "mean", "meanstd")
 # How DADAM enters a training epoch: change originals online ("replace") or add extra augmented samples ("extend").
 MODES = ("replace", "extend")
 # Where a patch goes: its donor position (aligned) or that position mapped through the lung-field boxes (lung).
@@ -116,6 +119,12 @@ class DadamConfig:
         extra_paste: extra pasted samples per epoch (``mode="extend"``): an int is a count, a float a fraction of
             the training set (default: the paper's 50k / 210k).
         extra_blend: extra blended samples per epoch, as ``extra_paste``.
+        feather: pixels on the canvas over which a patch's weight (1 for a paste, ``alpha`` for a blend) rises from
+            the box edge to full weight, ``w = weight * min(1, (d + 0.5) / feather)`` with ``d`` a pixel's distance to
+            the nearest box edge (:mod:`dadam.paste.values`); ``>= 0``, 0: the paper's hard edge.
+        match: before pasting, map each patch's intensities affinely so that its mean (``"mean"``) or mean and
+            standard deviation (``"meanstd"``) equal the recipient's under the box; ``"none"``: the paper's patch
+            as it is. The map is recorded in the params (``gain``, ``offset``).
     """
 
     p: float = _opt(0.5, "probability of augmenting an eligible image (in training: replace mode only)", type=float)
@@ -167,6 +176,13 @@ class DadamConfig:
         type=count_or_fraction,
         epoch=True,
     )
+    feather: int = _opt(0, "pixels over which a patch's weight rises from its box edge (0: the hard edge)", type=int)
+    match: str = _opt(
+        "none",
+        "map each patch's intensities so that its mean (mean) or mean and std (meanstd) equal the recipient's under "
+        "the box (none: the patch as it is)",
+        choices=MATCH_MODES,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.tail, str):  # one class name, not its letters
@@ -216,6 +232,9 @@ class DadamConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("extra_paste", "extra_blend"):
             _check_amount(name, getattr(self, name))
+        whole("feather", 0)
+        if self.match not in MATCH_MODES:
+            raise ValueError(f"match must be one of {MATCH_MODES}, got {self.match!r}")
         if self.tail is not None:
             for t in self.tail:
                 if isinstance(t, bool) or not isinstance(t, (str, numbers.Integral)):

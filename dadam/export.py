@@ -58,7 +58,6 @@ __all__ = [
 
 MANIFEST_VERSION = 2
 MODE_NAMES = {MODE_NONE: "none", MODE_PASTE: "paste", MODE_BLEND: "blend"}
-_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(DadamParams))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -122,7 +121,7 @@ def _save_params(params: DadamParams, path: pathlib.Path) -> str:
     """Write params as safetensors (atomically); returns their digest."""
     from safetensors.torch import save
 
-    tensors = {name: getattr(params, name).detach().cpu().contiguous() for name in _PARAM_FIELDS}
+    tensors = {name: t.detach().cpu().contiguous() for name, t in params.tensors().items()}
     atomic_write(path, save(tensors, metadata={"format": "dadam.DadamParams"}))
     return tensor_digest(tensors)
 
@@ -440,7 +439,7 @@ def export(
                 image = decode_image(src, canvas=bank.canvas)[0].numpy()  # (S, S) uint8
             except Exception as e:
                 raise RuntimeError(f"row {r} (image_id {image_ids[r]!r}): cannot decode {src}: {e}") from e
-            result = augment_image(image, placements(bank, params, i))
+            result = augment_image(image, placements(bank, params, i, feather=config.feather, match=config.match))
             atomic_write(img_dir / names[i], _png_bytes(result))
             writer.writerow(csv_row(i))
             fcsv.flush()

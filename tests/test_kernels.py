@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dadam.ops
+import dadam.paste.vectorised
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.ops import OVERLAP_MESSAGE
 from tests.helpers import (
@@ -215,7 +216,7 @@ def test_vectorised_int64_indices_equal_int32(bank, monkeypatch):
     slots = _random_slots(bank, 4, 3, seed=14)
     images = make_images(4, 3, CANVAS, torch.uint8, channels_last=True, seed=15)
     small = paste_with_bank(bank, images, **slots, path="vectorised")
-    monkeypatch.setattr(dadam.ops, "_INT32_LIMIT", 0)
+    monkeypatch.setattr(dadam.paste.vectorised, "INT32_LIMIT", 0)
     large = paste_with_bank(bank, images, **slots, path="vectorised")
     _assert_same(large, small)
     _assert_same(small, paste_with_bank(bank, images, **slots, path="loop"))
@@ -349,7 +350,7 @@ def _variant(inplace, elem, kind, channels_last, S=448, C=3):
     cp, planes = (C, 1) if channels_last else (1, C)
     strides = (C * S * S, 1, S * C, C) if channels_last else (C * S * S, S * S, S, 1)
     values = dict(zip(("s_b", "s_c", "s_h", "s_w"), strides, strict=True), H=S, W=S)
-    constexprs = dict(K=4, CP=cp, PLANES=planes, KIND=kind, CHECK=kind != 0, TH=th, TE=te)
+    constexprs = dict(K=4, CP=cp, PLANES=planes, KIND=kind, CHECK=kind != 0, MAP=False, FEATHER=0, TH=th, TE=te)
     if inplace:
         return kernels._paste_in_place_kernel, values, {**constexprs, "SPLIT": kernels.SPLIT}
     values.update({"d" + k[1:]: v for k, v in values.items() if k.startswith("s_")}, tiles=7, tiles_e=3)

@@ -2,7 +2,9 @@
 
 - :mod:`dadam.kernels.runtime`: what the kernels share (the ``ok`` word, the CPU interpreter, the first-use build).
 - :mod:`dadam.kernels.paste`: the paste / blend of bank patches into images (:func:`paste_patches_triton`), out of
-  place (one kernel writes every output pixel) or in place (only the patch pixels).
+  place (one kernel writes every output pixel) or in place (only the patch pixels);
+- :mod:`dadam.kernels.match`: the intensity map of ``match`` (:func:`match_intensity_triton`), one program per slot
+  (one more launch per forward with ``match`` on).
 - :mod:`dadam.kernels.sampler`: the co-occurrence sampler in one launch (used by :func:`dadam.sampling.sample_batch`
   on CUDA).
 
@@ -28,7 +30,16 @@ On the CPU the same checks raise a ``ValueError`` naming the values found, befor
 
 from __future__ import annotations
 
+from dadam.kernels.match import match_intensity_triton
 from dadam.kernels.paste import TILE, paste_patches_triton
 from dadam.kernels.runtime import HAS_TRITON, KernelBuildError, assert_ok, new_ok_flag
 
-__all__ = ["HAS_TRITON", "TILE", "KernelBuildError", "assert_ok", "new_ok_flag", "paste_patches_triton"]
+__all__ = [
+    "HAS_TRITON",
+    "TILE",
+    "KernelBuildError",
+    "assert_ok",
+    "match_intensity_triton",
+    "new_ok_flag",
+    "paste_patches_triton",
+]

@@ -63,6 +63,8 @@ if HAS_TRITON:
         patch_ids_ptr,  # (B*K,) int64
         active_ptr,  # (B*K,) uint8 (bool viewed as uint8)
         alpha_ptr,  # (B*K,) float32
+        gain_ptr,  # (B*K,) float32 intensity map (read with MAP only)
+        offset_ptr,  # (B*K,) float32
         ok_ptr,  # (1,) int32: 0 stored on overlapping patches / bad values
         H,
         W,
@@ -81,6 +83,8 @@ if HAS_TRITON:
         PLANES: tl.constexpr,  # channel planes walked by the program: 1 when packed, else C
         KIND: tl.constexpr,  # 0 uint8, 1 float16 / float32 (native cast), 2 bfloat16 (int16 bits)
         CHECK: tl.constexpr,  # check float values in [0, 1]
+        MAP: tl.constexpr,  # apply the intensity map (gain, offset)
+        FEATHER: tl.constexpr,  # feather ramp width in pixels, 0: none
         TH: tl.constexpr,
         TE: tl.constexpr,
     ):
@@ -117,7 +121,13 @@ if HAS_TRITON:
                 m = inside & (dy >= 0) & (dy < h) & (dx >= 0) & (dx < w)  # (TH, TE)
                 src0 = tl.load(offsets_ptr + pid)  # int64
                 qk = tl.load(pixels_ptr + src0 + (dy * w + dx), mask=m, other=0).to(tl.float32)
+                if MAP:  # min(max(g * q + o, 0), 255): two rounded ops (no FMA), then the clamp
+                    qk = tl.minimum(tl.maximum(qk * tl.load(gain_ptr + slot) + tl.load(offset_ptr + slot), 0.0), 255.0)
                 ak = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
+                if FEATHER > 0:  # a * min(1, (d + 0.5) / F), d the distance to the nearest box edge
+                    d = tl.minimum(tl.minimum(dy, h - 1 - dy), tl.minimum(dx, w - 1 - dx))
+                    ramp = tl.math.div_rn(d.to(tl.float32) + 0.5, tl.full((TH, TE), FEATHER, tl.float32))
+                    ak = ak * tl.minimum(ramp, 1.0)
                 q = tl.where(m, qk, q)
                 a = tl.where(m, ak, a)
                 hits += m.to(tl.int32)
@@ -174,6 +184,8 @@ if HAS_TRITON:
         patch_ids_ptr,
         active_ptr,
         alpha_ptr,
+        gain_ptr,
+        offset_ptr,
         ok_ptr,
         H,
         W,
@@ -186,6 +198,8 @@ if HAS_TRITON:
         PLANES: tl.constexpr,
         KIND: tl.constexpr,
         CHECK: tl.constexpr,
+        MAP: tl.constexpr,
+        FEATHER: tl.constexpr,
         TH: tl.constexpr,
         TE: tl.constexpr,
         SPLIT: tl.constexpr,
@@ -222,9 +236,10 @@ if HAS_TRITON:
         n_te = (cols + TE - 1) // TE
         n_tiles = ((rows + TH - 1) // TH) * n_te
         src0 = tl.load(offsets_ptr + pid)  # int64
-        a = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
-        paste = a >= 1.0
-        one_minus_a = 1.0 - a
+        a_slot = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
+        if MAP:
+            g = tl.load(gain_ptr + slot)
+            o = tl.load(offset_ptr + slot)
         base = img_ptr + b.to(tl.int64) * s_b
         for t in range(part, n_tiles, SPLIT):
             y = ys + (t // n_te) * TH + tl.arange(0, TH)[:, None]  # (TH, 1)
@@ -232,9 +247,20 @@ if HAS_TRITON:
             x = e // CP
             m = (y < ye) & (e < ee)  # (TH, TE)
             q = tl.load(pixels_ptr + src0 + ((y - y0) * w + (x - x0)), mask=m, other=0).to(tl.float32)
+            if MAP:
+                q = tl.minimum(tl.maximum(q * g + o, 0.0), 255.0)
             if KIND != 0:
                 q = tl.math.div_rn(q, tl.full((TH, TE), 255.0, tl.float32))
-            blend = m & (a < 1.0)  # a paste does not read the background
+            a = a_slot
+            if FEATHER > 0:
+                dy = y - y0
+                dx = x - x0
+                d = tl.minimum(tl.minimum(dy, h - 1 - dy), tl.minimum(dx, w - 1 - dx))
+                ramp = tl.math.div_rn(d.to(tl.float32) + 0.5, tl.full((TH, TE), FEATHER, tl.float32))
+                a = a * tl.minimum(ramp, 1.0)
+            paste = a >= 1.0
+            one_minus_a = 1.0 - a
+            blend = m & (a < 1.0)  # a paste (full weight) does not read the background
             for c in tl.static_range(PLANES):
                 if CP > 1:
                     ptr = base + (y * s_h + e)
@@ -284,6 +310,9 @@ def paste_patches_triton(
     inplace: bool = False,
     ok: torch.Tensor | None = None,
     check_values: bool = False,
+    gain: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
+    feather: int = 0,
 ) -> torch.Tensor:
     """Paste / blend bank patches into images with one Triton launch (no host sync).
 
@@ -302,8 +331,11 @@ def paste_patches_triton(
         ok: the caller's ``(1,)`` int32 ``ok`` word (:func:`dadam.kernels.runtime.new_ok_flag`): the kernel stores 0
             into it on overlapping patches (and, with ``check_values``, on float pixels outside ``[0, 1]``), and the
             caller asserts it. None: a word of this call, asserted here (:data:`dadam.ops.OVERLAP_MESSAGE`).
-        check_values: also check the float pixels the kernel reads (every pixel out of place; the background under
-            blends in place). Needs ``ok``.
+        check_values: also check the float pixels the kernel reads (every pixel out of place; in place the
+            background under blends and feather ramps). Needs ``ok``.
+        gain, offset: ``(B, K)`` float intensity map of each slot, or None (no map): see
+            :func:`dadam.ops.paste_patches`.
+        feather: the feather ramp's width in pixels (0: the hard edge); each value is its own kernel variant.
 
     Returns:
         the output ``(B, C, H, W)``: ``images`` itself when ``inplace``.
@@ -322,7 +354,10 @@ def paste_patches_triton(
     if check_values and ok is None:
         raise ValueError("check_values=True needs the caller's ok word (ok=new_ok_flag(device)), got ok=None")
     named = {"pixels": pixels, "offsets": offsets, "sizes": sizes, "boxes": boxes, "patch_ids": patch_ids}
-    for name, t in {**named, "active": active, "alpha": alpha, **({"ok": ok} if ok is not None else {})}.items():
+    optional = {"ok": ok, "gain": gain, "offset": offset}
+    for name, t in {**named, "active": active, "alpha": alpha, **optional}.items():
+        if t is None:
+            continue
         if t.device != images.device:
             raise ValueError(f"{name} is on {t.device} but images are on {images.device}")
     if images.device.type not in ("cuda", "cpu"):
@@ -345,6 +380,12 @@ def paste_patches_triton(
     th, te = TILE[images.element_size()]
     src = images.view(torch.int16) if images.dtype == torch.bfloat16 else images  # bfloat16 handled as its bits
     dst = out.view(torch.int16) if out.dtype == torch.bfloat16 else out
+    alpha32 = alpha.to(torch.float32).contiguous()
+    maps = (
+        (alpha32, alpha32)
+        if gain is None
+        else (gain.to(torch.float32).contiguous(), offset.to(torch.float32).contiguous())
+    )
     meta = (
         pixels.contiguous(),
         offsets.to(torch.int64).contiguous(),
@@ -352,7 +393,8 @@ def paste_patches_triton(
         boxes.to(torch.int64).contiguous(),
         patch_ids.to(torch.int64).contiguous(),
         active.to(torch.bool).contiguous().view(torch.uint8),
-        alpha.to(torch.float32).contiguous(),
+        alpha32,
+        *maps,  # not read without MAP
         ok,
     )
     constexprs = {
@@ -361,6 +403,8 @@ def paste_patches_triton(
         "PLANES": planes,
         "KIND": _KIND[images.dtype],
         "CHECK": bool(check_values),
+        "MAP": gain is not None,
+        "FEATHER": int(feather),
         "TH": th,
         "TE": te,
         "num_warps": _NUM_WARPS,

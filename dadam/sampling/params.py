@@ -29,6 +29,12 @@ class DadamParams:
             (co-occurrence rule), else -1. Default: all -1.
         dropped: ``(B,)`` long, classes of that row the bank covers that were not placed (no room without overlap,
             or beyond ``max_patches``). Default: all 0.
+        gain: ``(B, K)`` float32 or None, the intensity map of each slot's patch (``match``):
+            ``m = min(max(gain * q + offset, 0), 255)`` on the bank's 0..255 scale (:mod:`dadam.paste.values`).
+            None (the sampler's params, files without it): no map recorded; NaN in a slot: not measured. A module
+            with ``match != "none"`` measures the slots without a recorded map from the recipient image at paste
+            time and uses a recorded map as it is (a replay is exact).
+        offset: ``(B, K)`` float32 or None, the offset of that map (None exactly where ``gain`` is None).
     """
 
     boxes: torch.Tensor
@@ -41,12 +47,19 @@ class DadamParams:
     labels: torch.Tensor
     template: torch.Tensor | None = None
     dropped: torch.Tensor | None = None
+    gain: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.template is None:
             self.template = torch.full_like(self.mode, -1)
         if self.dropped is None:
             self.dropped = torch.zeros_like(self.mode)
+        if (self.gain is None) != (self.offset is None):
+            raise ValueError(
+                "DadamParams: gain and offset (the intensity map) go together: give both or neither, got "
+                f"gain={'None' if self.gain is None else 'a tensor'}, offset={'None' if self.offset is None else 'a tensor'}"
+            )
 
     def __len__(self) -> int:
         return int(self.mode.shape[0])
@@ -66,15 +79,17 @@ class DadamParams:
         return int(self.active.shape[1])
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every field by name (for files: ``safetensors.torch.save(params.tensors())``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every field that holds a tensor, by name (for files: ``safetensors.torch.save(params.tensors())``);
+        ``gain`` and ``offset`` are left out when no map is recorded (None)."""
+        return {f.name: t for f in fields(self) if (t := getattr(self, f.name)) is not None}
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor], *, source: str = "tensors") -> DadamParams:
         """The params of :meth:`tensors`' output; ``template`` and ``dropped`` may be missing (files of release
-        0.1.0). ``source`` names the file in the error about missing or unknown tensors."""
+        0.1.0), ``gain`` and ``offset`` too (no intensity map). ``source`` names the file in the error about missing
+        or unknown tensors."""
         names = [f.name for f in fields(cls)]
-        optional = {"template", "dropped"}
+        optional = {"template", "dropped", "gain", "offset"}
         missing = [n for n in names if n not in tensors and n not in optional]
         unknown = sorted(set(tensors) - set(names))
         if missing or unknown:
@@ -88,7 +103,8 @@ class DadamParams:
         """Params of several batches joined along the batch dimension (``torch.cat`` of every field).
 
         Args:
-            parts: params with the same ``max_patches`` and number of classes, on one device.
+            parts: params with the same ``max_patches`` and number of classes, on one device. Where some parts
+                record an intensity map and others do not, the others get ``gain`` NaN (not measured), offset 0.
 
         Returns:
             params with ``sum(len(p) for p in parts)`` samples, in order.
@@ -98,7 +114,14 @@ class DadamParams:
         """
         if not parts:
             raise ValueError("DadamParams.cat needs at least one DadamParams, got an empty sequence")
-        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+        maps = {}
+        if any(p.gain is not None for p in parts):  # a part without a map: NaN, measured at paste time
+            maps["gain"] = torch.cat(
+                [torch.full_like(p.alpha, float("nan")) if p.gain is None else p.gain for p in parts]
+            )
+            maps["offset"] = torch.cat([torch.zeros_like(p.alpha) if p.offset is None else p.offset for p in parts])
+        names = [f.name for f in fields(cls) if f.name not in ("gain", "offset")]
+        return cls(**{name: torch.cat([getattr(p, name) for p in parts]) for name in names}, **maps)
 
 
 def apply_labels(labels: torch.Tensor, params: DadamParams, *, soft_label: bool = False) -> torch.Tensor:
