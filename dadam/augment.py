@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dadam.anatomy import lung_box
 from dadam.bank import PatchBank
 from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
@@ -36,8 +37,9 @@ def check_label_values(labels: torch.Tensor) -> None:
 
 # The one device-side assert of a forward on a GPU (every input check of the call folded into one ``ok`` word).
 CHECK_MESSAGE = (
-    "DADAM: bad input on the GPU: labels outside {0, 1, NaN}, float images outside [0, 1] (or NaN), or overlapping "
-    "patches in replayed params; the same call on the CPU raises a ValueError naming the values"
+    "DADAM: bad input on the GPU: labels outside {0, 1, NaN}, float images outside [0, 1] (or NaN), lung boxes that "
+    "are neither boxes in [0, 1] nor NaN, or overlapping patches in replayed params; the same call on the CPU raises "
+    "a ValueError naming the values"
 )
 
 
@@ -92,11 +94,15 @@ class DiseasedAreaAugment(nn.Module):
         tail_quantile: quantile for the default tail set, in ``[0, 1]``.
         candidates: candidate draws per companion slot for the non-overlap rule (``>= 1``).
         companions: ``"cooccurrence"`` or ``"correlation"`` (see above).
+        placement: ``"aligned"`` (a patch at its box on the donor) or ``"lung"`` (that box mapped from the donor's
+            lung-field box into the image's: :mod:`dadam.anatomy`; the bank must know its donors' lung boxes, the
+            images' come as ``lung_boxes`` or are estimated by :func:`dadam.anatomy.lung_box`).
         feather: pixels over which a patch's weight rises from its box edge to full weight (``>= 0``; 0: hard edge).
         match: ``"none"``, ``"mean"`` or ``"meanstd"`` (see above).
 
     Raises:
-        ValueError: on an option out of range, or when no covered class is a tail class (the message names both).
+        ValueError: on an option out of range, when no covered class is a tail class (the message names both), or
+            with ``placement="lung"`` and a bank without its donors' lung boxes (the message names the fix).
 
     Shape:
         images ``(B, C, H, W)`` with ``C in {1, 3}`` and ``H = W = bank.canvas``; labels ``(B, 26)``.
@@ -157,6 +163,7 @@ class DiseasedAreaAugment(nn.Module):
         self.gamma, self.beta, self.jitter = config.gamma, config.beta, config.jitter
         self.soft_label, self.candidates, self.companions = config.soft_label, config.candidates, config.companions
         self.feather, self.match = config.feather, config.match
+        self.placement = config.placement
         self.canvas, self.max_size = bank.canvas, bank.max_size
         self.class_names = tuple(bank.class_names)
         self.no_finding = self.class_names.index(NO_FINDING)
@@ -198,7 +205,7 @@ class DiseasedAreaAugment(nn.Module):
         return (
             f"p={self.p}, alpha={self.alpha}, max_patches={self.max_patches}, companions={self.companions!r}, "
             f"gamma={self.gamma}, beta={self.beta}, jitter={self.jitter}, feather={self.feather}, "
-            f"match={self.match!r}, canvas={self.canvas}, "
+            f"match={self.match!r}, placement={self.placement!r}, canvas={self.canvas}, "
             f"patches={self.offsets.shape[0]}, tail={list(self.tail_names)}"
         )
 
@@ -239,13 +246,17 @@ class DiseasedAreaAugment(nn.Module):
         if values:
             check_label_values(labels)
 
-    def sample(self, labels: torch.Tensor, *, mask: torch.Tensor | None = None) -> DadamParams:
+    def sample(
+        self, labels: torch.Tensor, *, mask: torch.Tensor | None = None, lung_boxes: torch.Tensor | None = None
+    ) -> DadamParams:
         """Draw the params for a batch of labels alone (no pixels): for audits and offline export.
 
         Args:
             labels: ``(B, 26)`` multi-hot labels (0, 1, NaN) on the module's device.
             mask: ``(B,)`` bool on the labels' device: only these samples may change (``p`` still applies);
                 None: all.
+            lung_boxes: ``(B, 4)`` recipients' lung boxes (see :meth:`forward`); ``placement="lung"`` needs them
+                here (no images to estimate them from); ignored with ``placement="aligned"``.
 
         Returns:
             the :class:`~dadam.sampling.DadamParams` (``params.labels`` are the new labels). No intensity map is
@@ -253,12 +264,20 @@ class DiseasedAreaAugment(nn.Module):
             measure it at paste time.
         """
         self._check_labels(labels)
-        return self._draw(labels, mask)
+        return self._draw(labels, mask, lung_boxes=lung_boxes)
 
-    def _draw(self, labels: torch.Tensor, mask: torch.Tensor | None, ok: torch.Tensor | None = None) -> DadamParams:
+    def _draw(
+        self,
+        labels: torch.Tensor,
+        mask: torch.Tensor | None,
+        ok: torch.Tensor | None = None,
+        lung_boxes: torch.Tensor | None = None,
+    ) -> DadamParams:
         """:meth:`sample` for checked labels (with ``ok``: the sampler checks the label values into it)."""
         generator = self._generator_for(labels.device)
-        return sample_batch(labels, self.tables, self.config, generator=generator, mask=mask, ok=ok)
+        return sample_batch(
+            labels, self.tables, self.config, generator=generator, mask=mask, ok=ok, lung_boxes=lung_boxes
+        )
 
     def apply(
         self, images: torch.Tensor, params: DadamParams, *, path: str = "auto", inplace: bool = False
@@ -333,6 +352,7 @@ class DiseasedAreaAugment(nn.Module):
         return_params: bool = False,
         mask: torch.Tensor | None = None,
         inplace: bool = False,
+        lung_boxes: torch.Tensor | None = None,
     ):
         """Augment a batch.
 
@@ -347,6 +367,11 @@ class DiseasedAreaAugment(nn.Module):
                 all. Not with ``params`` (they already say which samples change).
             inplace: write the patches into ``images`` and return ``images`` itself (the caller's tensor is
                 modified: the returned images alias the input). Default: a new tensor, the input untouched.
+            lung_boxes: ``placement="lung"``: ``(B, 4)`` float lung boxes of the images, normalised xyxy in
+                ``[0, 1]`` (e.g. a label table's lung columns: :func:`dadam.formats.lung_boxes_tensor`), a row of NaN
+                where unknown (that sample keeps the aligned boxes); None: estimated from the images
+                (:func:`dadam.anatomy.lung_box`). Ignored with ``placement="aligned"`` and in a replay (the params
+                hold the final boxes).
 
         With ``match`` on, the returned params record the intensity map measured on ``images`` (a replay with given
         params uses their recorded map).
@@ -381,7 +406,9 @@ class DiseasedAreaAugment(nn.Module):
         if ok is None:
             check_image_values(images)  # on a GPU: checked by the paste
         if params is None:
-            params = self._draw(labels, mask, ok)
+            if self.placement == "lung" and lung_boxes is None:
+                lung_boxes = lung_box(images)  # (B, 4) torch ops, no host sync
+            params = self._draw(labels, mask, ok, lung_boxes)
         else:
             if ok is not None:
                 clear_ok_if_bad(ok, labels)

@@ -9,6 +9,8 @@ Layout (N patches, P pixels in all), sorted by class so a random patch of class 
 - ``boxes (N, 4)`` long: where each patch was cut on the canvas, xyxy, half-open (so ``h = y1 - y0``);
 - ``norm_boxes (N, 4)`` float32: the same region in normalised donor coordinates in ``[0, 1]`` (before rounding);
 - ``classes (N,)`` long: CXR-LT class index (non-decreasing);
+- ``lung_boxes (N, 4)`` float32: the lung-field box of each patch's donor, normalised xyxy (``placement="lung"``,
+  :mod:`dadam.anatomy`), NaN rows where unknown (banks of format version 1: all);
 - ``class_start (C + 1,)`` / ``class_count (C,)`` long: first patch and number of patches of each class;
 - python side: ``canvas`` (int), ``max_size`` ``(h, w)`` ints, ``donors`` / ``sources`` (N str), ``report``.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dadam.anatomy import LUNG_BOX_COLUMNS, lung_box, lung_box_errors
 from dadam.files import atomic_write, tensor_digest
 from dadam.labels import CXR_LT_CLASSES, class_index
 
@@ -35,7 +38,9 @@ __all__ = ["BankReport", "PatchBank"]
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "dadam.PatchBank"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 has no lung boxes (they load as unknown); a bank without any is still written as version 1, the same bytes.
+_VERSIONS = ("1", "2")
 _TENSORS = ("pixels", "offsets", "sizes", "boxes", "norm_boxes", "classes")
 
 
@@ -98,13 +103,17 @@ class PatchBank:
         sources: Sequence[str],
         class_names: Sequence[str] = CXR_LT_CLASSES,
         report: BankReport | None = None,
+        lung_boxes: torch.Tensor | None = None,
     ) -> None:
         n = int(classes.shape[0])
+        if lung_boxes is None:
+            lung_boxes = torch.full((n, 4), float("nan"), device=classes.device)
         for name, t, shape in (
             ("offsets", offsets, (n,)),
             ("sizes", sizes, (n, 2)),
             ("boxes", boxes, (n, 4)),
             ("norm_boxes", norm_boxes, (n, 4)),
+            ("lung_boxes", lung_boxes, (n, 4)),
         ):
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
@@ -120,6 +129,7 @@ class PatchBank:
         self.boxes = boxes.long()
         self.norm_boxes = norm_boxes.float()
         self.classes = classes.long()
+        self.lung_boxes = lung_boxes.to(torch.float32)
         self.canvas = int(canvas)
         self.donors = list(donors)
         self.sources = list(sources)
@@ -146,6 +156,7 @@ class PatchBank:
         sources: Sequence[str] | None = None,
         class_names: Sequence[str] = CXR_LT_CLASSES,
         report: BankReport | None = None,
+        lung_boxes=None,
     ) -> PatchBank:
         """A bank from a list of patches, in any class order (they are sorted by class, stably).
 
@@ -159,6 +170,8 @@ class PatchBank:
             donors: optional N donor ids (default ``""``); sources: optional N source names (default ``""``).
             class_names: the class list (default CXR-LT).
             report: optional build report to keep.
+            lung_boxes: optional ``(N, 4)`` lung boxes of the patches' donors, normalised xyxy (NaN rows: unknown;
+                default: all unknown, which ``placement="lung"`` refuses).
 
         Returns:
             the :class:`PatchBank`.
@@ -196,6 +209,17 @@ class PatchBank:
         nb = boxes_t.float() / canvas if norm_boxes is None else torch.as_tensor(norm_boxes, dtype=torch.float32)
         donors = [""] * n if donors is None else list(donors)
         sources = [""] * n if sources is None else list(sources)
+        lungs = None
+        if lung_boxes is not None:
+            lungs = torch.as_tensor(lung_boxes, dtype=torch.float32).reshape(n, 4)
+            bad = lung_box_errors(lungs)  # (N,)
+            if bool(bad.any()):
+                i = int(bad.to(torch.uint8).argmax())
+                raise ValueError(
+                    f"lung_boxes row {i} is {lungs[i].tolist()}: a donor's lung box is normalised xyxy in [0, 1] "
+                    "with x0 < x1 and y0 < y1, or all NaN when unknown"
+                )
+            lungs = lungs[order]
         return cls(
             pixels=pixels,
             offsets=offsets,
@@ -208,6 +232,7 @@ class PatchBank:
             sources=[sources[i] for i in order.tolist()],
             class_names=class_names,
             report=report if report is not None else BankReport(patches=n),
+            lung_boxes=lungs,
         )
 
     @classmethod
@@ -230,7 +255,9 @@ class PatchBank:
         width/height on each side, is clipped to the image, and is rounded outwards to whole canvas pixels.
 
         Args:
-            boxes: a box table (``image_id, label, x0, y0, x1, y1, width, height, source``; see the box contract).
+            boxes: a box table (``image_id, label, x0, y0, x1, y1, width, height, source``; see the box contract),
+                optionally with the donors' lung boxes (``lung_x0, lung_y0, lung_x1, lung_y1``, normalised; empty
+                where unknown).
             image_root: folder of the images (path = ``image_root / image_id``), or a mapping
                 ``source -> folder`` to mix datasets.
             canvas: side of the square training canvas in pixels.
@@ -243,8 +270,10 @@ class PatchBank:
             the bank; ``bank.report`` (a :class:`BankReport`) lists skipped donors and boxes, which are also logged.
 
         Raises:
-            ValueError: missing columns, unknown class names, ``canvas < 1`` or ``margin < 0``; or no patch was kept
-                (an empty table, or every donor or box skipped), with the report's summary.
+            ValueError: missing columns, unknown class names, ``canvas < 1`` or ``margin < 0``, a lung-box cell that
+                is not a box (:func:`dadam.formats.lung_boxes_tensor`) or a donor whose rows give different lung
+                boxes; or no patch was kept (an empty table, or every donor or box skipped), with the report's
+                summary.
         """
         from dadam.io import read_image
 
@@ -263,6 +292,7 @@ class PatchBank:
             table = table[table["source"].isin(list(sources))]
         for lab in table["label"].unique():
             class_index(lab)  # raises ValueError naming an unknown class
+        given_lungs = _donor_lung_boxes(table)  # (source, image_id) -> the table's lung box (4 floats)
 
         def root_of(source: str) -> pathlib.Path:
             if isinstance(image_root, Mapping):
@@ -287,6 +317,8 @@ class PatchBank:
             from torchvision.transforms.v2 import functional as TF
 
             resized = TF.resize(img, [canvas, canvas], antialias=True)[0]  # (canvas, canvas)
+            lung = given_lungs.get((source, str(image_id)))
+            lung = lung_box(resized[None, None])[0].tolist() if lung is None else lung  # (4,) normalised xyxy
             out = []
             for row_id, r in rows.iterrows():
                 w_ref = r["width"] if "width" in rows.columns and _finite(r["width"]) else w_img
@@ -311,6 +343,7 @@ class PatchBank:
                         class_index(r["label"]),
                         str(image_id),
                         source,
+                        lung,
                     )
                 )
             return str(path), out
@@ -333,7 +366,7 @@ class PatchBank:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for res in tqdm(pool.map(safe_cut, groups), total=len(groups), disable=not progress, desc="patch bank"):
                 results.append(res)
-        patches, pboxes, nboxes, pclasses, donors, srcs = [], [], [], [], [], []
+        patches, pboxes, nboxes, pclasses, donors, srcs, lungs = [], [], [], [], [], [], []
         for donor_path, out in results:
             if isinstance(out, Exception):
                 reason = f"{type(out).__name__}: {out}"
@@ -346,13 +379,14 @@ class PatchBank:
                     report.skipped_boxes.append((donor_path, int(entry[0]), entry[1]))
                     logger.warning("patch bank: skipped box row %s of %s (%s)", entry[0], donor_path, entry[1])
                     continue
-                p, b, nb, c, d, s = entry
+                p, b, nb, c, d, s, lung = entry
                 patches.append(p)
                 pboxes.append(b)
                 nboxes.append(nb)
                 pclasses.append(c)
                 donors.append(d)
                 srcs.append(s)
+                lungs.append(lung)
         report.patches = len(patches)
         if not patches:
             raise ValueError(
@@ -368,6 +402,7 @@ class PatchBank:
             donors=donors,
             sources=srcs,
             report=report,
+            lung_boxes=torch.tensor(lungs, dtype=torch.float32).reshape(-1, 4),
         )
 
     # ------------------------------------------------------------------ accessors
@@ -385,12 +420,18 @@ class PatchBank:
         return self.pixels.device
 
     @property
+    def has_lung_boxes(self) -> bool:
+        """Whether every patch's donor lung box is known (what ``placement="lung"`` needs)."""
+        return bool(not torch.isnan(self.lung_boxes).any())
+
+    @property
     def covered(self) -> torch.Tensor:
         """``(C,)`` bool: the classes the bank has at least one patch of."""
         return self.class_count > 0
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by name (``pixels, offsets, sizes, boxes, norm_boxes, classes``)."""
+        """The patch tensors by name (``pixels, offsets, sizes, boxes, norm_boxes, classes``; the donors' lung boxes
+        are :attr:`lung_boxes`)."""
         return {name: getattr(self, name) for name in _TENSORS}
 
     def patch(self, i: int) -> torch.Tensor:
@@ -405,7 +446,8 @@ class PatchBank:
 
     def memory_bytes(self) -> int:
         """Bytes held by the bank's tensors."""
-        return sum(t.numel() * t.element_size() for t in (*self.tensors().values(), self.class_start, self.class_count))
+        tensors = (*self.tensors().values(), self.lung_boxes, self.class_start, self.class_count)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: torch.device | str) -> PatchBank:
         """A new bank with every tensor on ``device``."""
@@ -416,11 +458,15 @@ class PatchBank:
             sources=self.sources,
             class_names=self.class_names,
             report=self.report,
+            lung_boxes=self.lung_boxes.to(device),
         )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank to one safetensors file (atomically), with a format version and a SHA-256 of the tensors.
+
+        A bank that knows a donor lung box is written as format version 2 (with a ``lung_boxes`` tensor), one that
+        knows none as version 1, which earlier releases read too.
 
         Args:
             path: destination file (conventionally ``*.safetensors``).
@@ -428,9 +474,12 @@ class PatchBank:
         from safetensors.torch import save
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
+        lungs = self.lung_boxes.detach().cpu().contiguous()
+        if not bool(torch.isnan(lungs).all()):
+            tensors["lung_boxes"] = lungs
         meta = {
             "format": FORMAT_NAME,
-            "version": str(FORMAT_VERSION),
+            "version": str(FORMAT_VERSION) if "lung_boxes" in tensors else "1",
             "canvas": str(self.canvas),
             "class_names": json.dumps(list(self.class_names)),
             "donors": json.dumps(self.donors),
@@ -463,9 +512,12 @@ class PatchBank:
             raise ValueError(f"{path}: not a readable patch bank file ({type(e).__name__}: {e})") from e
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(f"{path}: not a patch bank (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
-        if meta.get("version") != str(FORMAT_VERSION):
-            raise ValueError(f"{path}: patch bank format version {meta.get('version')}, expected {FORMAT_VERSION}")
-        missing = [k for k in _TENSORS if k not in tensors]
+        if meta.get("version") not in _VERSIONS:
+            raise ValueError(
+                f"{path}: patch bank format version {meta.get('version')}, expected one of {', '.join(_VERSIONS)}"
+            )
+        names = _TENSORS if meta["version"] == "1" else (*_TENSORS, "lung_boxes")
+        missing = [k for k in names if k not in tensors]
         if missing:
             raise ValueError(f"{path}: patch bank file lacks tensors {missing}")
         digest = _bank_digest(tensors, meta)
@@ -474,19 +526,21 @@ class PatchBank:
                 f"{path}: SHA-256 of the contents is {digest}, file says {meta.get('sha256')}: corrupt file"
             )
         dtypes = {
-            k: torch.uint8 if k == "pixels" else torch.float32 if k == "norm_boxes" else torch.long for k in _TENSORS
+            k: torch.uint8 if k == "pixels" else torch.float32 if k in ("norm_boxes", "lung_boxes") else torch.long
+            for k in names
         }
         wrong = [f"{k} is {tensors[k].dtype}, expected {d}" for k, d in dtypes.items() if tensors[k].dtype != d]
         if wrong:
             raise ValueError(f"{path}: patch bank tensors of the wrong dtype: {'; '.join(wrong)}")
-        canvas, names, donors, sources = _read_meta(path, meta)
+        canvas, class_names, donors, sources = _read_meta(path, meta)
         try:
             bank = cls(
                 **{k: tensors[k] for k in _TENSORS},
                 canvas=canvas,
                 donors=donors,
                 sources=sources,
-                class_names=names,
+                class_names=class_names,
+                lung_boxes=tensors.get("lung_boxes"),
             )
         except ValueError as e:
             raise ValueError(f"{path}: inconsistent patch bank: {e}") from None
@@ -532,8 +586,36 @@ def _layout_errors(bank: PatchBank) -> list[str]:
         f"boxes outside the {bank.canvas}x{bank.canvas} canvas": (box[:, :2] < 0).any(1)
         | (box[:, 2:] > bank.canvas).any(1),
         "norm_boxes that are NaN or outside [0, 1]": ~((t["norm_boxes"] >= 0) & (t["norm_boxes"] <= 1)).all(1),
+        "lung_boxes that are neither NaN nor boxes in [0, 1]": lung_box_errors(bank.lung_boxes.cpu()),
     }
     return [f"{name} (patches {m.nonzero().flatten()[:5].tolist()})" for name, m in checks.items() if bool(m.any())]
+
+
+def _donor_lung_boxes(table) -> dict[tuple[str, str], list[float]]:
+    """The lung box each donor's rows give in the table's :data:`~dadam.anatomy.LUNG_BOX_COLUMNS` (none: an empty
+    dict; a donor whose rows leave them empty is left out), keyed by ``(source, image_id)``.
+
+    Raises:
+        ValueError: a cell that is not a box (:func:`dadam.formats.lung_boxes_tensor`), or one donor's rows that give
+            different lung boxes (naming the donor and the boxes).
+    """
+    if not any(c in table.columns for c in LUNG_BOX_COLUMNS):
+        return {}
+    from dadam.formats.label_table import lung_boxes_tensor
+
+    lungs = lung_boxes_tensor(table, what="box table")  # (rows, 4), NaN where empty
+    out: dict[tuple[str, str], list[float]] = {}
+    keys = zip(map(str, table["source"]), map(str, table["image_id"]), strict=True)
+    for key, lung in zip(keys, lungs.tolist(), strict=True):
+        if math.isnan(lung[0]):
+            continue
+        if key in out and out[key] != lung:
+            raise ValueError(
+                f"box table: the rows of donor {key[1]!r} (source {key[0]!r}) give different lung boxes {out[key]} "
+                f"and {lung}; a donor has one lung box"
+            )
+        out[key] = lung
+    return out
 
 
 def _finite(v) -> bool:

@@ -26,7 +26,7 @@ Label table (:func:`read_nih_labels`, :func:`read_mimic`, :func:`read_cxr_lt`), 
 :data:`~dadam.labels.CXR_LT_CLASSES` (1.0 positive, 0.0 negative, NaN = the source does not say), ``source``, plus
 source-specific columns listed in each reader. :func:`read_mura` returns its own table (MURA is not a chest dataset).
 :func:`read_label_table` reads a label table in any of :data:`LABEL_FORMATS`; :func:`labels_tensor` gives its
-``(N, C)`` label matrix.
+``(N, C)`` label matrix and :func:`lung_boxes_tensor` its optional lung-box columns (:data:`LUNG_BOX_COLUMNS`).
 
 Modules: ``report`` (:class:`ReadReport`), ``common`` (file, header and cell helpers shared by the readers), ``boxes``
 (the box table and its checks), one module per dataset (``nih``, ``vindr``, ``chestx_det``, ``mimic`` with CXR-LT,
@@ -35,7 +35,13 @@ Modules: ``report`` (:class:`ReadReport`), ``common`` (file, header and cell hel
 
 from dadam.formats.boxes import BORDER_TOLERANCE, BOX_COLUMNS
 from dadam.formats.chestx_det import read_chestx_det
-from dadam.formats.label_table import LABEL_FORMATS, labels_tensor, read_label_table
+from dadam.formats.label_table import (
+    LABEL_FORMATS,
+    LUNG_BOX_COLUMNS,
+    labels_tensor,
+    lung_boxes_tensor,
+    read_label_table,
+)
 from dadam.formats.mimic import read_cxr_lt, read_mimic
 from dadam.formats.mura import read_mura
 from dadam.formats.nih import read_nih_boxes, read_nih_labels
@@ -46,8 +52,10 @@ __all__ = [
     "BORDER_TOLERANCE",
     "BOX_COLUMNS",
     "LABEL_FORMATS",
+    "LUNG_BOX_COLUMNS",
     "ReadReport",
     "labels_tensor",
+    "lung_boxes_tensor",
     "read_chestx_det",
     "read_cxr_lt",
     "read_label_table",

@@ -1,4 +1,6 @@
-"""Label tables in the library's own schema: reading one in any supported format, and its ``(N, C)`` label matrix."""
+"""Label tables in the library's own schema: reading one in any supported format, its ``(N, C)`` label matrix, and
+its optional lung-box columns (:data:`~dadam.anatomy.LUNG_BOX_COLUMNS`: ``lung_x0, lung_y0, lung_x1, lung_y1``, the
+image's lung-field box normalised to ``[0, 1]``, all four empty where unknown; ``placement="lung"``)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dadam.anatomy import LUNG_BOX_COLUMNS
 from dadam.formats.common import check_file, check_unique_columns, decoding_errors, read_header, text_codec
 from dadam.formats.mimic import read_cxr_lt
 from dadam.formats.nih import read_nih_labels
 from dadam.labels import CXR_LT_CLASSES
 
-__all__ = ["LABEL_FORMATS", "labels_tensor", "read_label_table"]
+__all__ = ["LABEL_FORMATS", "LUNG_BOX_COLUMNS", "labels_tensor", "lung_boxes_tensor", "read_label_table"]
 
 LABEL_FORMATS = ("table", "nih", "cxr-lt")
 
@@ -92,3 +95,61 @@ def labels_tensor(table: pd.DataFrame, *, class_names: Sequence[str] = CXR_LT_CL
             f"{raw.iat[row, col]!r} is not a number ({int(bad.to_numpy().sum())} such cells); use 1, 0 or empty"
         )
     return torch.from_numpy(values.to_numpy(dtype=np.float32, na_value=np.nan).copy())
+
+
+def lung_boxes_tensor(table: pd.DataFrame, *, what: str = "label table") -> torch.Tensor:
+    """The lung boxes of a table's :data:`~dadam.anatomy.LUNG_BOX_COLUMNS` (``lung_x0, lung_y0, lung_x1, lung_y1``).
+
+    Each row is the lung-field box of its image (both lungs, apices to costophrenic angles; see
+    :mod:`dadam.anatomy`), normalised xyxy in ``[0, 1]`` with a top-left origin; a row with all four cells empty is
+    unknown (NaN: that image keeps the aligned placement).
+
+    Args:
+        table: A label table (or a box table: one row per box, the lung box of its donor image).
+        what: How errors name the table.
+
+    Returns:
+        ``(N, 4)`` float32, NaN rows where unknown.
+
+    Raises:
+        ValueError: some of the four columns are missing (naming them), or a row (naming its position, index and
+            values) has a cell that is not a number, some but not all cells empty, a value outside ``[0, 1]``, or
+            ``x1 <= x0`` or ``y1 <= y0``; the message counts such rows.
+
+    Shape:
+        table: N rows -> (N, 4)
+
+    Example:
+        >>> rows = pd.DataFrame({"lung_x0": [0.1, None], "lung_y0": [0.1, None], "lung_x1": [0.9, None],
+        ...                      "lung_y1": [0.8, None]})
+        >>> lung_boxes_tensor(rows)[:, 2].tolist()
+        [0.8999999761581421, nan]
+    """
+    missing = [c for c in LUNG_BOX_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{what} lacks the lung-box columns {missing} (it has {list(table.columns)}); give all four of "
+            f"{list(LUNG_BOX_COLUMNS)} (normalised xyxy, empty where unknown), or estimate the lung boxes from the "
+            "images with dadam.anatomy.lung_box"
+        )
+    raw = table[list(LUNG_BOX_COLUMNS)]
+    values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)  # (N, 4)
+    empty = raw.isna().to_numpy()  # (N, 4) a missing cell, not junk
+    known = ~empty.any(1)  # (N,)
+    with np.errstate(invalid="ignore"):
+        ok = (values >= 0).all(1) & (values <= 1).all(1)  # NaN fails
+        ok &= (values[:, 0] < values[:, 2]) & (values[:, 1] < values[:, 3])
+    bad = (known & ~ok) | (empty.any(1) & ~empty.all(1)) | (np.isnan(values) & ~empty).any(1)  # (N,)
+    if bad.any():
+        row = int(np.argmax(bad))
+        cells = [raw.iat[row, k] for k in range(4)]
+        cells = ", ".join(
+            f"{c}={v.item() if isinstance(v, np.generic) else v!r}"
+            for c, v in zip(LUNG_BOX_COLUMNS, cells, strict=True)
+        )
+        raise ValueError(
+            f"{what} row {row} (index {table.index[row]!r}): lung box {cells} is not a box: the four cells must be "
+            "numbers in [0, 1] with lung_x0 < lung_x1 and lung_y0 < lung_y1, or all empty when unknown "
+            f"({int(bad.sum())} such rows)"
+        )
+    return torch.from_numpy(values.astype(np.float32))

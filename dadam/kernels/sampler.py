@@ -115,16 +115,38 @@ if HAS_TRITON:
     @triton.jit
     def _shift(u, shift):
         """``round((2 u - 1) * shift)``, half to even, as int64 (|value| < 2**22)."""
-        s = (2.0 * u - 1.0) * shift
-        return ((s + 12582912.0) - 12582912.0).to(tl.int64)
+        return _round((2.0 * u - 1.0) * shift)
 
     @triton.jit
-    def _place(boxes_ptr, pid, ux, uy, shift, canvas, JITTER: tl.constexpr):
-        """The aligned box of bank patch ``pid`` shifted by the jitter, kept inside the canvas: (x0, y0, x1, y1)."""
+    def _round(v):
+        """float32 ``v`` rounded half to even, as int64 (|v| < 2**22)."""
+        return ((v + 12582912.0) - 12582912.0).to(tl.int64)
+
+    @triton.jit
+    def _place(boxes_ptr, anchor_ptr, lung_row, pid, ux, uy, shift, canvas, JITTER: tl.constexpr, LUNG: tl.constexpr):
+        """The box of bank patch ``pid``: aligned, or (LUNG) its anchor placed in the recipient's lung box at
+        ``lung_row`` (:func:`dadam.anatomy.lung_corner`, kept aligned where either is NaN); shifted by the jitter and
+        kept inside the canvas: (x0, y0, x1, y1)."""
         x0 = tl.load(boxes_ptr + 4 * pid)
         y0 = tl.load(boxes_ptr + 4 * pid + 1)
         x1 = tl.load(boxes_ptr + 4 * pid + 2)
         y1 = tl.load(boxes_ptr + 4 * pid + 3)
+        if LUNG:
+            w = x1 - x0
+            h = y1 - y0
+            lx0 = tl.load(lung_row)
+            ly0 = tl.load(lung_row + 1)
+            lx1 = tl.load(lung_row + 2)
+            ly1 = tl.load(lung_row + 3)
+            cx = lx0 + tl.load(anchor_ptr + 2 * pid) * (lx1 - lx0)  # three float32 operations, as torch
+            cy = ly0 + tl.load(anchor_ptr + 2 * pid + 1) * (ly1 - ly0)
+            px = cx * canvas - w.to(tl.float32) * 0.5
+            py = cy * canvas - h.to(tl.float32) * 0.5
+            known = (px == px) & (py == py)  # neither is NaN
+            x0 = tl.where(known, tl.minimum(tl.maximum(_round(tl.where(known, px, 0.0)), 0), canvas - w), x0)
+            y0 = tl.where(known, tl.minimum(tl.maximum(_round(tl.where(known, py, 0.0)), 0), canvas - h), y0)
+            x1 = x0 + w
+            y1 = y0 + h
         if JITTER:
             w = x1 - x0
             h = y1 - y0
@@ -144,6 +166,8 @@ if HAS_TRITON:
         blend_w_ptr,  # (C,) tail-class weights of a blend
         comp_w_ptr,  # (C, C) companion weights P(j | t)
         boxes_ptr,  # (N, 4) int64 the bank's aligned boxes
+        anchor_ptr,  # (N, 2) float32 the patches' lung anchors (read if LUNG)
+        lung_ptr,  # (B, 4) float32 the recipients' lung boxes, contiguous (read if LUNG)
         patch_start_ptr,  # (C,) int64
         patch_count_ptr,  # (C,) int64
         patch_last_ptr,  # (C,) int64
@@ -191,6 +215,7 @@ if HAS_TRITON:
         HAS_MASK: tl.constexpr,
         CHECK: tl.constexpr,
         JITTER: tl.constexpr,
+        LUNG: tl.constexpr,  # placement="lung"
         BLOCK: tl.constexpr,
     ):
         # Only triton.language builtins and this module's @jit helpers: the CPU path runs this function under
@@ -206,6 +231,7 @@ if HAS_TRITON:
         b = b.to(tl.int64)
         one = (b & 0) + 1  # (BLOCK, RP) int64
         u_row = u_ptr + b * U  # (BLOCK, RP) pointers to the sample's uniforms
+        lung_row = lung_ptr + 4 * tl.where(valid, b, 0)  # (BLOCK, RP) pointers to the sample's lung box
 
         # The labels as one (BLOCK, CP) tile: positives as a bit mask (> 0.5; NaN is not positive), the check.
         sample = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)[:, None]  # (BLOCK, 1)
@@ -251,7 +277,7 @@ if HAS_TRITON:
         pid0 = _pick(patch_start_ptr, patch_count_ptr, patch_last_ptr, cls0, u_patch)
         ux = tl.load(u_row + U_JITTER, mask=valid, other=0.5)
         uy = tl.load(u_row + U_JITTER + 1, mask=valid, other=0.5)
-        x0, y0, x1, y1 = _place(boxes_ptr, pid0, ux, uy, shift, canvas, JITTER)
+        x0, y0, x1, y1 = _place(boxes_ptr, anchor_ptr, lung_row, pid0, ux, uy, shift, canvas, JITTER, LUNG)
         slot = b * K
         tl.store(out_boxes_ptr + 4 * slot, tl.where(active0, x0, 0), mask=lead)
         tl.store(out_boxes_ptr + 4 * slot + 1, tl.where(active0, y0, 0), mask=lead)
@@ -273,7 +299,7 @@ if HAS_TRITON:
             pid = _pick(patch_start_ptr, patch_count_ptr, patch_last_ptr, cls, u_patch)
             ux = tl.load(col + U_SLOT_JITTER, mask=in_tile, other=0.5)
             uy = tl.load(col + U_SLOT_JITTER + 1, mask=in_tile, other=0.5)
-            cx0, cy0, cx1, cy1 = _place(boxes_ptr, pid, ux, uy, shift, canvas, JITTER)
+            cx0, cy0, cx1, cy1 = _place(boxes_ptr, anchor_ptr, lung_row, pid, ux, uy, shift, canvas, JITTER, LUNG)
             fits = in_tile
             for i in tl.static_range(k):
                 placed = out_boxes_ptr + 4 * (b * K + i)
@@ -367,6 +393,7 @@ def cooccurrence_triton(
     soft_label: bool,
     mask: torch.Tensor | None = None,
     ok: torch.Tensor | None = None,
+    lung_boxes: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The co-occurrence rule in one Triton launch (see the module docstring); no host sync.
 
@@ -381,6 +408,8 @@ def cooccurrence_triton(
         p, alpha, max_patches, candidates, jitter, soft_label: the options (:class:`~dadam.config.DadamConfig`).
         mask: ``(B,)`` bool, the samples that may change (None: all).
         ok: ``(1,)`` int32 ``ok`` word; 0 is stored into it when a label is not 0, 1 or NaN (None: no check).
+        lung_boxes: ``(B, 4)`` float32 contiguous recipients' lung boxes: ``placement="lung"`` (with the tables'
+            ``patch_anchor``); None: aligned boxes.
 
     Returns:
         the :class:`~dadam.sampling.DadamParams` fields by name, new tensors on the labels' device.
@@ -417,6 +446,8 @@ def cooccurrence_triton(
         tables.blend_tail_weight,
         tables.companion_weight,
         tables.patch_boxes,
+        tables.patch_anchor,
+        uniforms if lung_boxes is None else lung_boxes,
         tables.patch_start,
         tables.patch_count,
         tables.patch_last,
@@ -445,6 +476,7 @@ def cooccurrence_triton(
         "HAS_MASK": mask is not None,
         "CHECK": ok is not None,
         "JITTER": jitter > 0,
+        "LUNG": lung_boxes is not None,
         "BLOCK": BLOCK,
     }
     grid = (triton.cdiv(B, BLOCK),)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import torch
 
+from dadam.anatomy import check_lung_boxes, lung_box_errors
 from dadam.config import DadamConfig
-from dadam.sampling.backend import BACKENDS, SamplerBackend, draw_params, sampler_backend
+from dadam.sampling.backend import BACKENDS, SamplerBackend, check_ok_word, draw_params, sampler_backend
 from dadam.sampling.cooccurrence import cooccurrence_params, cooccurrence_uniforms
 from dadam.sampling.correlation import correlation_params, correlation_uniforms
 from dadam.sampling.params import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams, apply_labels
@@ -103,6 +104,7 @@ def sample_batch(
     mask: torch.Tensor | None = None,
     ok: torch.Tensor | None = None,
     backend: str = "auto",
+    lung_boxes: torch.Tensor | None = None,
 ) -> DadamParams:
     """Draw DADAM params for a batch of labels with ``config.companions``'s rule: one ``torch.rand``, then its pure
     function (on CUDA, for the co-occurrence rule, its Triton kernel: two launches in all, no host sync).
@@ -117,6 +119,10 @@ def sample_batch(
             no host sync; follow with ``torch._assert_async(ok)``); None: no check here.
         backend: ``"auto"`` (the kernel where it applies on CUDA, else the torch function), ``"torch"`` or
             ``"triton"`` (CPU tensors: under Triton's interpreter); see :mod:`dadam.sampling.backend`.
+        lung_boxes: ``(B, 4)`` float recipients' lung boxes, normalised xyxy in ``[0, 1]``, a row of NaN where
+            unknown (that sample keeps the aligned boxes), on the labels' device; needed with
+            ``config.placement="lung"`` and ignored otherwise (see :mod:`dadam.anatomy`). Their values are checked
+            on the CPU (``ValueError``), and into ``ok`` on another device.
 
     Returns:
         the :class:`DadamParams` on the labels' device.
@@ -126,10 +132,18 @@ def sample_batch(
         >>> params = sample_batch(labels, tables, DadamConfig(), generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
     """
     check_mask(mask, labels)
+    if config.placement != "lung":
+        lung_boxes = None
+    elif lung_boxes is not None:
+        check_lung_boxes(lung_boxes, labels.shape[0], labels.device)
+        lung_boxes = lung_boxes.to(torch.float32)
+        check_ok_word(ok, labels)
+        if ok is not None and labels.device.type != "cpu":
+            ok.mul_(~lung_box_errors(lung_boxes).any())  # no host sync: asserted with the ok word
     uniforms, rule = RULES[config.companions]
     spec = uniforms(config)
     u = spec.draw(labels.shape[0], generator=generator, device=labels.device)
-    return draw_params(labels, u, spec, rule, tables, config, mask=mask, ok=ok, backend=backend)
+    return draw_params(labels, u, spec, rule, tables, config, mask=mask, ok=ok, backend=backend, lung_boxes=lung_boxes)
 
 
 def sample(

@@ -105,6 +105,7 @@ def draw_params(
     mask: torch.Tensor | None = None,
     ok: torch.Tensor | None = None,
     backend: str = "auto",
+    lung_boxes: torch.Tensor | None = None,
 ) -> DadamParams:
     """The params of the rule for these uniforms, by the kernel or by ``rule`` (see the module docstring).
 
@@ -114,6 +115,7 @@ def draw_params(
         mask: ``(B,)`` bool, the samples that may change (checked by the caller).
         ok: ``(1,)`` int32, set to 0 when a label is not 0, 1 or NaN (None: no check).
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+        lung_boxes: ``(B, 4)`` float32 recipients' lung boxes (``config.placement="lung"``; checked by the caller).
 
     Returns:
         the :class:`DadamParams`.
@@ -133,11 +135,11 @@ def draw_params(
         raise ValueError(f"backend='triton' cannot draw these params: {unsupported}; use backend='auto' or 'torch'")
     if use_kernel and not unsupported:
         if backend == "triton":
-            return _kernel_params(labels, u, spec, tables, config, mask, ok)
+            return _kernel_params(labels, u, spec, tables, config, mask, ok, lung_boxes)
         from dadam.kernels import KernelBuildError
 
         try:
-            params = _kernel_params(labels, u, spec, tables, config, mask, ok)
+            params = _kernel_params(labels, u, spec, tables, config, mask, ok, lung_boxes)
         except KernelBuildError as e:  # raised on a variant's first use only: the launch itself propagates
             _FAILED[device] = str(e)
             warnings.warn(
@@ -151,7 +153,7 @@ def draw_params(
             return params
     if ok is not None:
         clear_ok_if_bad(ok, labels)
-    return rule(labels, u, tables, config, mask)
+    return rule(labels, u, tables, config, mask, lung_boxes)
 
 
 def _indexed(device: torch.device) -> torch.device:
@@ -180,9 +182,12 @@ def _unsupported(labels: torch.Tensor, tables: SamplerTables, config: DadamConfi
     return ""
 
 
-def _kernel_params(labels, u, spec, tables, config, mask, ok) -> DadamParams:
+def _kernel_params(labels, u, spec, tables, config, mask, ok, lung_boxes) -> DadamParams:
     """The kernel's params (the tables made contiguous only if they are not: they are, as built)."""
     from dadam.kernels.sampler import cooccurrence_triton
+    from dadam.sampling.draws import lung_placement
+
+    lung = lung_placement(tables, config, lung_boxes)
 
     tables = tables._replace(**{k: t.contiguous() for k, t in tables.tensors().items() if not t.is_contiguous()})
     out = cooccurrence_triton(
@@ -198,5 +203,6 @@ def _kernel_params(labels, u, spec, tables, config, mask, ok) -> DadamParams:
         soft_label=config.soft_label,
         mask=mask,
         ok=ok,
+        lung_boxes=None if lung is None else lung[1].contiguous(),
     )
     return DadamParams(**out)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from dadam.config import DadamConfig
-from dadam.sampling.draws import categorical, first_fit, has_class, pick_in_range, place
+from dadam.sampling.draws import categorical, first_fit, has_class, lung_placement, pick_in_range, place
 from dadam.sampling.params import DadamParams, apply_labels
 from dadam.sampling.tables import SamplerTables
 from dadam.sampling.uniforms import Interleaved, Quantity, Uniforms, UniformSpec
@@ -52,6 +52,7 @@ def cooccurrence_params(
     tables: SamplerTables,
     config: DadamConfig,
     mask: torch.Tensor | None = None,
+    lung_boxes: torch.Tensor | None = None,
 ) -> DadamParams:
     """The co-occurrence rule, a pure function of the uniforms (see the module docstring).
 
@@ -59,8 +60,10 @@ def cooccurrence_params(
         labels: ``(B, C)`` multi-hot labels (> 0.5 positive; NaN unknown, not positive).
         u: the uniforms of :func:`cooccurrence_uniforms` for B samples.
         tables: the :class:`~dadam.sampling.SamplerTables` with label rows, on the labels' device.
-        config: the options (``p``, ``alpha``, ``max_patches``, ``jitter``, ``soft_label``).
+        config: the options (``p``, ``alpha``, ``max_patches``, ``jitter``, ``soft_label``, ``placement``).
         mask: ``(B,)`` bool, the samples that may change (None: all).
+        lung_boxes: ``(B, 4)`` float32 recipients' lung boxes, normalised xyxy (NaN rows: unknown); read with
+            ``config.placement="lung"`` only, which needs them (see :func:`~dadam.sampling.draws.place`).
 
     Returns:
         the :class:`~dadam.sampling.DadamParams` (``template`` and ``dropped`` filled).
@@ -70,6 +73,7 @@ def cooccurrence_params(
     """
     B = labels.shape[0]
     boxes, canvas, jitter = tables.patch_boxes, tables.canvas, config.jitter
+    lung = lung_placement(tables, config, lung_boxes)
     patches = (tables.patch_start, tables.patch_count, tables.patch_last)
     rows = (tables.template_start, tables.template_count, tables.template_last)
 
@@ -96,12 +100,14 @@ def cooccurrence_params(
     remaining = has_class(row_bits, tables.class_bits) & tables.covered & has_rows & (tables.class_index != t)
 
     pid0 = pick_in_range(cls0, u.patch[:, None], *patches)  # (B, 1)
-    placed = place(pid0, u.jitter[:, None], boxes, canvas, jitter) * active0[..., None]  # (B, 1, 4), 0 if inactive
+    placed = (
+        place(pid0, u.jitter[:, None], boxes, canvas, jitter, lung) * active0[..., None]
+    )  # (B, 1, 4), 0 if inactive
     pids, classes, actives = [pid0], [cls0], [active0]
     for k in range(1, config.max_patches):  # static loop over slots, vectorised over batch and candidates
         cls_k, ok_k = categorical(remaining.to(torch.float32), u.slot_class[:, k - 1])  # (B, R) uniform, (B, 1)
         pid_k = pick_in_range(cls_k, u.slot_patch[:, k - 1], *patches)  # (B, R)
-        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter)  # (B, R, 4)
+        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter, lung)  # (B, R, 4)
         accept, first, pid_sel, box_sel = first_fit(pid_k, box_k, placed, ok_k)  # (B, 1) ... (B, 1, 4)
         cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
         remaining &= ~((cls_sel == tables.class_index) & accept)  # (B, C)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from dadam.config import DadamConfig
-from dadam.sampling.draws import categorical, first_fit, pick_in_range, place
+from dadam.sampling.draws import categorical, first_fit, lung_placement, pick_in_range, place
 from dadam.sampling.params import DadamParams, apply_labels
 from dadam.sampling.tables import SamplerTables
 from dadam.sampling.uniforms import Interleaved, Quantity, Uniforms, UniformSpec
@@ -50,6 +50,7 @@ def correlation_params(
     tables: SamplerTables,
     config: DadamConfig,
     mask: torch.Tensor | None = None,
+    lung_boxes: torch.Tensor | None = None,
 ) -> DadamParams:
     """The correlation rule, a pure function of the uniforms (see the module docstring).
 
@@ -57,8 +58,10 @@ def correlation_params(
         labels: ``(B, C)`` multi-hot labels (> 0.5 positive; NaN unknown, not positive).
         u: the uniforms of :func:`correlation_uniforms` for B samples.
         tables: the :class:`~dadam.sampling.SamplerTables` on the labels' device.
-        config: the options (``p``, ``alpha``, ``max_patches``, ``jitter``, ``soft_label``).
+        config: the options (``p``, ``alpha``, ``max_patches``, ``jitter``, ``soft_label``, ``placement``).
         mask: ``(B,)`` bool, the samples that may change (None: all).
+        lung_boxes: ``(B, 4)`` float32 recipients' lung boxes, normalised xyxy (NaN rows: unknown); read with
+            ``config.placement="lung"`` only, which needs them (see :func:`~dadam.sampling.draws.place`).
 
     Returns:
         the :class:`~dadam.sampling.DadamParams`.
@@ -68,6 +71,7 @@ def correlation_params(
     """
     B = labels.shape[0]
     boxes, canvas, jitter = tables.patch_boxes, tables.canvas, config.jitter
+    lung = lung_placement(tables, config, lung_boxes)
     patches = (tables.patch_start, tables.patch_count, tables.patch_last)
 
     pos = labels > 0.5  # (B, C), NaN -> False
@@ -88,13 +92,15 @@ def correlation_params(
 
     cls0 = torch.where(paste, t, j)  # (B, 1) slot 0: t for a paste, j for a blend
     pid0 = pick_in_range(cls0, u.patch[:, None], *patches)  # (B, 1)
-    placed = place(pid0, u.jitter[:, None], boxes, canvas, jitter) * active0[..., None]  # (B, 1, 4), 0 if inactive
+    placed = (
+        place(pid0, u.jitter[:, None], boxes, canvas, jitter, lung) * active0[..., None]
+    )  # (B, 1, 4), 0 if inactive
     pids, classes, actives = [pid0], [cls0], [active0]
     used = (cls0 == tables.class_index) & active0  # (B, C) classes placed so far
     for k in range(1, config.max_patches):  # static loop over slots, vectorised over batch and candidates
         cls_k, ok_k = categorical(w_row.masked_fill(used, 0.0), u.slot_class[:, k - 1])  # (B, R), (B, 1)
         pid_k = pick_in_range(cls_k, u.slot_patch[:, k - 1], *patches)  # (B, R)
-        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter)  # (B, R, 4)
+        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter, lung)  # (B, R, 4)
         accept, first, pid_sel, box_sel = first_fit(pid_k, box_k, placed, paste & ok_k)  # (B, 1) ... (B, 1, 4)
         cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
         placed = torch.cat([placed, box_sel], 1)  # (B, k + 1, 4)

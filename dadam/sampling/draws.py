@@ -6,9 +6,26 @@ with the host or loops over samples (fixed small loops over slots and candidates
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-__all__ = ["categorical", "first_fit", "has_class", "overlaps", "pick_in_range", "place", "sequential_cdf"]
+from dadam.anatomy import lung_corner
+
+if TYPE_CHECKING:
+    from dadam.config import DadamConfig
+    from dadam.sampling.tables import SamplerTables
+
+__all__ = [
+    "categorical",
+    "first_fit",
+    "has_class",
+    "lung_placement",
+    "overlaps",
+    "pick_in_range",
+    "place",
+    "sequential_cdf",
+]
 
 
 def sequential_cdf(weights: torch.Tensor) -> torch.Tensor:
@@ -105,20 +122,54 @@ def has_class(row_bits: torch.Tensor, class_bits: torch.Tensor) -> torch.Tensor:
     return (row_bits[..., None] & class_bits) != 0
 
 
-def place(pid: torch.Tensor, u: torch.Tensor, patch_boxes: torch.Tensor, canvas: int, jitter: float) -> torch.Tensor:
-    """Aligned box of patch ``pid`` shifted by up to ``jitter * canvas`` pixels per axis, kept inside the canvas.
+def lung_placement(
+    tables: SamplerTables, config: DadamConfig, lung_boxes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ``lung`` argument of :func:`place` for one call: None with ``config.placement="aligned"``, else the
+    patches' anchors and the recipients' ``(B, 4)`` lung boxes (a ``ValueError`` when those are missing)."""
+    if config.placement != "lung":
+        return None
+    if lung_boxes is None:
+        raise ValueError(
+            "placement='lung' needs the recipients' lung boxes: pass lung_boxes=(B, 4) normalised xyxy boxes (from "
+            "the label table's lung_x0..lung_y1 columns, dadam.formats.lung_boxes_tensor, or estimated with "
+            "dadam.anatomy.lung_box(images))"
+        )
+    return tables.patch_anchor, lung_boxes
+
+
+def place(
+    pid: torch.Tensor,
+    u: torch.Tensor,
+    patch_boxes: torch.Tensor,
+    canvas: int,
+    jitter: float,
+    lung: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Box of patch ``pid``: aligned (or mapped into the recipient's lung box), shifted by up to ``jitter * canvas``
+    pixels per axis, kept inside the canvas.
 
     Args:
-        pid: patch indices, any shape ``(...)``.
-        u: ``(..., 2)`` uniforms (unused without jitter).
+        pid: patch indices ``(B, ...)``.
+        u: ``(B, ..., 2)`` uniforms (unused without jitter).
         patch_boxes: ``(N, 4)`` long, the bank's aligned boxes.
         canvas: canvas side.
         jitter: largest shift, fraction of the canvas.
+        lung: ``placement="lung"``: ``(patch_anchor (N, 2), recipient lung boxes (B, 4))``; the box moves to
+            :func:`dadam.anatomy.lung_corner` (kept aligned where the anchor or the lung box is unknown). None:
+            aligned.
 
     Returns:
-        ``(..., 4)`` long xyxy boxes.
+        ``(B, ..., 4)`` long xyxy boxes.
     """
-    box = patch_boxes[pid]  # (..., 4)
+    box = patch_boxes[pid]  # (B, ..., 4)
+    if lung is not None:
+        anchor, recipient = lung  # (N, 2), (B, 4)
+        wh = box[..., 2:] - box[..., :2]  # (B, ..., 2) (w, h)
+        recipient = recipient.view(recipient.shape[0], *(1,) * (pid.ndim - 1), 4)  # (B, 1.., 4)
+        corner, known = lung_corner(anchor[pid], wh, recipient, canvas)  # (B, ..., 2), (B, ..., 1)
+        xy0 = torch.where(known, corner, box[..., :2])  # (B, ..., 2)
+        box = torch.cat([xy0, xy0 + wh], -1)
     if jitter <= 0:
         return box
     wh = box[..., 2:] - box[..., :2]  # (..., 2) (w, h)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from dadam.anatomy import lung_anchor
 from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 from dadam.stats import MAX_TEMPLATE_CLASSES, tail_classes
@@ -35,6 +36,8 @@ class SamplerTables(NamedTuple):
             diagonal, in the "No Finding" column and in the columns of classes the bank does not cover):
             ``corr ** beta`` (correlation rule) or ``P(j | t)`` from the co-occurrence counts (co-occurrence rule).
         patch_boxes: ``(N, 4)`` long, the bank's aligned boxes.
+        patch_anchor: ``(N, 2)`` float32, each patch's box centre in its donor's lung-box coordinates
+            (:func:`dadam.anatomy.lung_anchor`; ``placement="lung"``), NaN where the donor's lung box is unknown.
         patch_start: ``(C,)`` long, first patch of each class, clamped into ``[0, N)``.
         patch_count: ``(C,)`` long, patches per class (long, so a module cast to half keeps it exact).
         patch_last: ``(C,)`` long, ``patch_count - 1`` clamped at 0.
@@ -55,6 +58,7 @@ class SamplerTables(NamedTuple):
     blend_tail_weight: torch.Tensor
     companion_weight: torch.Tensor
     patch_boxes: torch.Tensor
+    patch_anchor: torch.Tensor
     patch_start: torch.Tensor
     patch_count: torch.Tensor
     patch_last: torch.Tensor
@@ -214,7 +218,8 @@ def build_tables(bank: PatchBank, stats: LabelStats, config: DadamConfig) -> tup
 
     Raises:
         ValueError: classes of bank and statistics differ, no "No Finding" class, an empty bank, no covered tail
-            class, or (co-occurrence rule) statistics without label rows or more than 32 classes.
+            class, (co-occurrence rule) statistics without label rows or more than 32 classes, or
+            ``placement="lung"`` with a bank that does not know its donors' lung boxes.
 
     Example:
         >>> tables, tail = build_tables(bank, LabelStats.from_labels(table), DadamConfig())  # doctest: +SKIP
@@ -243,8 +248,18 @@ def build_tables(bank: PatchBank, stats: LabelStats, config: DadamConfig) -> tup
         raise ValueError("companions='cooccurrence' needs label rows with a positive class; these LabelStats have none")
     # the tables are built once, at construction, on the CPU, then moved with SamplerTables.to
     sources = {**stats.tensors(), "boxes": bank.boxes, "class_start": bank.class_start, "covered": bank.covered}
+    sources["lung_boxes"] = bank.lung_boxes
     host = {name: t.detach().to("cpu", copy=True) for name, t in sources.items()}  # CPU-only path: construction
     boxes, class_start, covered = host["boxes"], host["class_start"], host["covered"]
+    anchor = lung_anchor(boxes, host["lung_boxes"], bank.canvas)  # (N, 2), NaN where a donor's lung box is unknown
+    unknown = int(torch.isnan(anchor).any(1).sum())
+    if config.placement == "lung" and unknown:
+        raise ValueError(
+            f"placement='lung' maps each patch through its donor's lung box, but {unknown} of the bank's {len(bank)} "
+            "patches have none (a bank file written before banks stored them, or a bank built from patches without "
+            "lung_boxes): rebuild the bank with PatchBank.from_boxes (it estimates each donor's lung box, or reads "
+            "the lung_x0..lung_y1 columns of the box table), or use placement='aligned'"
+        )
     covered[nf] = False
     freq, corr = host["freq"].float(), host["corr"].float()
     tail_mask, blend_mask = resolve_tail(names, covered, freq, config)
@@ -267,6 +282,7 @@ def build_tables(bank: PatchBank, stats: LabelStats, config: DadamConfig) -> tup
         no_finding=nf,
         device="cpu",
         covered=covered,
+        patch_anchor=anchor,
     )
     if cooccurrence:
         rows = host["template_rows"]
@@ -293,6 +309,7 @@ def tables_from_weights(
     device: torch.device | str,
     blend_tail_weight: torch.Tensor | None = None,
     covered: torch.Tensor | None = None,
+    patch_anchor: torch.Tensor | None = None,
 ) -> SamplerTables:
     """The correlation rule's tables from explicit weights and the bank's index, built on ``device`` with tensor
     ops only (inputs from the CPU arrive by non-blocking pinned copies), so nothing syncs with the host.
@@ -304,6 +321,8 @@ def tables_from_weights(
         canvas: canvas side; no_finding: index of "No Finding"; device: where the tables live.
         blend_tail_weight: ``(C,)`` weights of the tail classes that trigger a blend (default: ``tail_weight``).
         covered: ``(C,)`` bool classes with patches (default: ``class_count > 0``).
+        patch_anchor: ``(N, 2)`` float32 lung anchors of the patches (default: NaN, unknown: ``placement="lung"``
+            then keeps the aligned boxes).
 
     Returns:
         the :class:`SamplerTables` (without label rows).
@@ -322,11 +341,14 @@ def tables_from_weights(
     blend = tail_weight if blend_tail_weight is None else blend_tail_weight
     empty_rows = torch.zeros(0, dtype=torch.int32, device=dev)
     zeros_c = torch.zeros(c, dtype=torch.long, device=dev)
+    if patch_anchor is None:
+        patch_anchor = torch.full((n, 2), float("nan"), device=dev)
     return SamplerTables(
         tail_weight=to_device(tail_weight, dev).to(torch.float32),
         blend_tail_weight=to_device(blend, dev).to(torch.float32),
         companion_weight=companion,
         patch_boxes=to_device(patch_boxes, dev),
+        patch_anchor=to_device(patch_anchor, dev).to(torch.float32),
         patch_start=start,
         patch_count=count,
         patch_last=last,
