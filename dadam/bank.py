@@ -212,13 +212,7 @@ class PatchBank:
         lungs = None
         if lung_boxes is not None:
             lungs = torch.as_tensor(lung_boxes, dtype=torch.float32).reshape(n, 4)
-            bad = lung_box_errors(lungs)  # (N,)
-            if bool(bad.any()):
-                i = int(bad.to(torch.uint8).argmax())
-                raise ValueError(
-                    f"lung_boxes row {i} is {lungs[i].tolist()}: a donor's lung box is normalised xyxy in [0, 1] "
-                    "with x0 < x1 and y0 < y1, or all NaN when unknown"
-                )
+            _check_lungs(lungs)
             lungs = lungs[order]
         return cls(
             pixels=pixels,
@@ -461,6 +455,34 @@ class PatchBank:
             lung_boxes=self.lung_boxes.to(device),
         )
 
+    def with_lung_boxes(self, lung_boxes: torch.Tensor) -> PatchBank:
+        """A new bank with these donor lung boxes (the patches shared, not copied): e.g. an older bank whose donors'
+        lung boxes are known elsewhere.
+
+        Args:
+            lung_boxes: ``(N, 4)`` lung boxes of the patches' donors, in the bank's patch order, normalised xyxy
+                (NaN rows: unknown).
+
+        Raises:
+            ValueError: a wrong shape, or a row that is neither all NaN nor a box in ``[0, 1]`` (naming it).
+
+        Example:
+            >>> bank = bank.with_lung_boxes(torch.tensor([[0.1, 0.1, 0.9, 0.8]]).repeat(len(bank), 1))  # doctest: +SKIP
+        """
+        lungs = torch.as_tensor(lung_boxes, dtype=torch.float32, device=self.device)
+        if tuple(lungs.shape) != (len(self), 4):
+            raise ValueError(f"lung_boxes must have shape ({len(self)}, 4), got {tuple(lungs.shape)}")
+        _check_lungs(lungs)
+        return PatchBank(
+            **self.tensors(),
+            canvas=self.canvas,
+            donors=self.donors,
+            sources=self.sources,
+            class_names=self.class_names,
+            report=self.report,
+            lung_boxes=lungs,
+        )
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank to one safetensors file (atomically), with a format version and a SHA-256 of the tensors.
@@ -589,6 +611,17 @@ def _layout_errors(bank: PatchBank) -> list[str]:
         "lung_boxes that are neither NaN nor boxes in [0, 1]": lung_box_errors(bank.lung_boxes.cpu()),
     }
     return [f"{name} (patches {m.nonzero().flatten()[:5].tolist()})" for name, m in checks.items() if bool(m.any())]
+
+
+def _check_lungs(lungs: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the first row of ``(N, 4)`` donor lung boxes that is neither all NaN nor a box."""
+    bad = lung_box_errors(lungs)  # (N,)
+    if bool(bad.any()):
+        i = int(bad.to(torch.uint8).argmax())
+        raise ValueError(
+            f"lung_boxes row {i} is {lungs[i].tolist()}: a donor's lung box is normalised xyxy in [0, 1] with "
+            "x0 < x1 and y0 < y1, or all NaN when unknown"
+        )
 
 
 def _donor_lung_boxes(table) -> dict[tuple[str, str], list[float]]:

@@ -178,8 +178,29 @@ def _cdf_index(weights: np.ndarray, u: float) -> tuple[int, bool]:
     return next(c for c in range(len(cdf)) if cdf[c] > v or cdf[c] >= total), True
 
 
-def _reference_cooccurrence(labels, u, table, bank, config, tables):
-    """The co-occurrence rule, sample by sample, from its description. Returns per-sample dicts."""
+def _reference_lung_corner(box, donor_lung, recipient, canvas):
+    """placement="lung" for one patch, from dadam.anatomy's description: the box centre in the donor's lung box
+    (float64, clamped to [-2, 3], rounded to float32), the same point in the recipient's lung box, the corner half a
+    patch up and left (each step a float32 operation), rounded half to even, kept inside the canvas. None where a
+    lung box is unknown (NaN)."""
+    x0, y0, x1, y1 = box
+    size = (x1 - x0, y1 - y0)
+    corner = []
+    for axis in (0, 1):
+        lo, hi = float(donor_lung[axis]), float(donor_lung[axis + 2])
+        anchor = np.float32(min(max(((box[axis] + box[axis + 2]) / (2 * canvas) - lo) / (hi - lo), -2.0), 3.0))
+        r_lo, r_hi = np.float32(recipient[axis]), np.float32(recipient[axis + 2])
+        centre = r_lo + anchor * (r_hi - r_lo)  # numpy float32 scalars: each operation rounded to float32
+        v = centre * np.float32(canvas) - np.float32(size[axis]) * np.float32(0.5)
+        if np.isnan(v):
+            return None
+        corner.append(min(max(int(np.rint(v)), 0), canvas - size[axis]))  # rint: half to even
+    return corner
+
+
+def _reference_cooccurrence(labels, u, table, bank, config, tables, lungs=None):
+    """The co-occurrence rule, sample by sample, from its description. Returns per-sample dicts. ``lungs``: the
+    recipients' lung boxes (``placement="lung"``)."""
     tw, bw, cw = (t.numpy() for t in (tables.tail_weight, tables.blend_tail_weight, tables.companion_weight))
     covered = [int(bank.class_count[c]) > 0 and c != NF for c in range(26)]
     rows_of = {c: [r for r in range(len(table)) if table[r, c] > 0.5] for c in range(26)}
@@ -202,8 +223,12 @@ def _reference_cooccurrence(labels, u, table, bank, config, tables):
             n, start = int(bank.class_count[c]), int(bank.class_start[c])
             return start + min(int(np.float32(uu) * np.float32(n)), n - 1)
 
-        def box(pid, uj):
+        def box(pid, uj, lung=None if lungs is None else lungs[b]):
             x0, y0, x1, y1 = bank.boxes[pid].tolist()
+            if config.placement == "lung":
+                corner = _reference_lung_corner([x0, y0, x1, y1], bank.lung_boxes[pid].tolist(), lung, CANVAS)
+                if corner is not None:
+                    x0, y0, x1, y1 = corner[0], corner[1], corner[0] + x1 - x0, corner[1] + y1 - y0
             if config.jitter > 0:
                 dx, dy = (int(np.round((2 * np.float32(v) - 1) * np.float32(config.jitter * CANVAS))) for v in uj)
                 nx, ny = min(max(x0 + dx, 0), CANVAS - (x1 - x0)), min(max(y0 + dy, 0), CANVAS - (y1 - y0))
@@ -247,23 +272,45 @@ def _overlap(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def _with_lung_boxes(bank: PatchBank, *, seed: int = 0) -> PatchBank:
+    """``bank`` with random donor lung boxes (some small and off-centre: anchors outside [0, 1] and clamped)."""
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.rand(len(bank), 2, generator=g) * 0.4  # (N, 2)
+    return bank.with_lung_boxes(torch.cat([lo, lo + 0.05 + torch.rand(len(bank), 2, generator=g) * 0.55], 1))
+
+
+def _recipient_lung_boxes(n: int, *, seed: int = 0) -> torch.Tensor:
+    """``(n, 4)`` recipients' lung boxes: random, every 9th unknown (NaN), a few tiny or touching the canvas edge."""
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.rand(n, 2, generator=g) * 0.5
+    lungs = torch.cat([lo, (lo + 0.02 + torch.rand(n, 2, generator=g) * 0.6).clamp(max=1.0)], 1)  # (n, 4)
+    lungs[::9] = float("nan")
+    lungs[1::9] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    lungs[2::9] = torch.tensor([0.9, 0.95, 0.91, 0.96])  # tiny, at the bottom right
+    return lungs
+
+
 @pytest.mark.parametrize(
     "options",
     [
         dict(p=0.8, max_patches=3, candidates=8),
         dict(p=1.0, max_patches=4, candidates=1, jitter=0.25),
         dict(p=1.0, max_patches=1, tail=("Fibrosis", "Mass")),
+        dict(p=0.9, max_patches=3, candidates=4, placement="lung"),
+        dict(p=1.0, max_patches=4, candidates=3, jitter=0.2, placement="lung"),
     ],
 )
 def test_cooccurrence_rule_equals_the_slow_reference(table, options):
     bank = make_bank(canvas=CANVAS, max_size=28, seed=1)  # large patches: some classes do not fit
+    bank = _with_lung_boxes(bank, seed=2)
     stats = LabelStats.from_labels(table)
     config = DadamConfig(**options)
     tables, _ = build_tables(bank, stats, config)
     labels = _batch(table)
     u = cooccurrence_uniforms(config).draw(len(labels), generator=torch.Generator().manual_seed(11), device="cpu")
-    params = cooccurrence_params(labels, u, tables, config)
-    ref = _reference_cooccurrence(labels, u, table, bank, config, tables)
+    lungs = _recipient_lung_boxes(len(labels), seed=3)
+    params = cooccurrence_params(labels, u, tables, config, None, lungs)
+    ref = _reference_cooccurrence(labels, u, table, bank, config, tables, lungs.tolist())
     K = config.max_patches
     for b, r in enumerate(ref):
         assert int(params.mode[b]) == r["mode"], b
@@ -337,6 +384,85 @@ def test_cooccurrence_blends_follow_the_cooccurrence_counts(bank, stats, table):
     assert ok.sum() >= 3 and np.array_equal(counts > 0, ok)
     p_value = scipy_stats.chisquare(counts[ok], both[ok] / both.sum() * len(labels)).pvalue
     assert p_value > 1e-3, p_value
+
+
+def _reference_box(bank, pid, lung, uj, jitter):
+    """The box of patch ``pid`` on a recipient with lung box ``lung`` (None: aligned placement), jittered by the
+    uniforms ``uj`` (slow reference)."""
+    x0, y0, x1, y1 = bank.boxes[pid].tolist()
+    corner = (
+        None if lung is None else _reference_lung_corner([x0, y0, x1, y1], bank.lung_boxes[pid].tolist(), lung, CANVAS)
+    )
+    if corner is not None:
+        x0, y0, x1, y1 = corner[0], corner[1], corner[0] + x1 - x0, corner[1] + y1 - y0
+    if jitter > 0:
+        dx, dy = (int(np.round((2 * np.float32(v) - 1) * np.float32(jitter * CANVAS))) for v in uj)
+        nx, ny = min(max(x0 + dx, 0), CANVAS - (x1 - x0)), min(max(y0 + dy, 0), CANVAS - (y1 - y0))
+        x0, y0, x1, y1 = nx, ny, nx + x1 - x0, ny + y1 - y0
+    return [x0, y0, x1, y1]
+
+
+@pytest.mark.parametrize("companions", COMPANION_RULES)
+def test_lung_placement_moves_the_boxes_of_the_aligned_draws(table, companions):
+    """The same draws (classes, first patch, which samples change) as aligned placement, each box moved by the lung
+    rule of its patch and sample (slow reference; a companion's box is that of one of its slot's candidates);
+    samples with an unknown lung box get exactly the aligned params."""
+    bank = _with_lung_boxes(make_bank(canvas=CANVAS, max_size=12, seed=1), seed=5)
+    stats = LabelStats.from_labels(table)
+    config = DadamConfig(p=0.9, max_patches=3, candidates=4, jitter=0.1, companions=companions, placement="lung")
+    tables, _ = build_tables(bank, stats, config)
+    uniforms, rule = RULES[companions]
+    labels = _batch(table)
+    spec = uniforms(config)
+    u = spec.draw(len(labels), generator=torch.Generator().manual_seed(6), device="cpu")
+    lungs = _recipient_lung_boxes(len(labels), seed=7)
+    moved = rule(labels, u, tables, config, None, lungs)
+    aligned = rule(labels, u, tables, config.replace(placement="aligned"), None, lungs)  # lungs not read
+    assert torch.equal(moved.mode, aligned.mode) and torch.equal(moved.patch_ids[:, 0], aligned.patch_ids[:, 0])
+    unknown = torch.isnan(lungs).all(1).nonzero().flatten()  # (U,)
+    alone = rule(labels[unknown], spec.split(u.raw[unknown]), tables, config, None, lungs[unknown])
+    _assert_params_equal(alone, aligned[unknown], "unknown lung boxes: ")
+    checked = 0
+    for b in range(len(labels)):
+        lung = None if b in unknown.tolist() else lungs[b].tolist()
+        for k in range(config.max_patches):
+            if moved.active[b, k]:
+                pid = int(moved.patch_ids[b, k])
+                shifts = [u.jitter[b].tolist()] if k == 0 else u.slot_jitter[b, k - 1].tolist()
+                want = [_reference_box(bank, pid, lung, uj, config.jitter) for uj in shifts]
+                assert moved.boxes[b, k].tolist() in want, (b, k, moved.boxes[b, k].tolist(), want)
+                checked += 1
+    assert checked > 300 and (moved.boxes != aligned.boxes).any(-1).float().mean() > 0.2
+
+
+def test_lung_placement_errors(bank, stats, table):
+    labels = table[:6]
+    lung = DadamConfig(placement="lung")
+    with pytest.raises(
+        ValueError, match=rf"{len(bank)} of the bank's {len(bank)} patches have none .*rebuild the bank"
+    ):
+        build_tables(bank, stats, lung)
+    lung_bank = _with_lung_boxes(bank)
+    tables, _ = build_tables(lung_bank, stats, lung)
+    with pytest.raises(ValueError, match=r"placement='lung' needs the recipients' lung boxes: pass lung_boxes"):
+        sample_batch(labels, tables, lung)
+    good = torch.tensor([[0.1, 0.1, 0.9, 0.8]]).repeat(6, 1)
+    for bad, what in (
+        (good[:5], r"must be a \(6, 4\) float tensor .*got shape \(5, 4\)"),
+        (good.long(), r"dtype torch.int64"),
+        (good.to("meta"), r"are on meta, the images on cpu"),
+        (good.clone().index_fill_(0, torch.tensor([4]), 1.5), r"row 4 is \[1.5, 1.5, 1.5, 1.5\]: a lung box is"),
+        (torch.tensor([[0.5, 0.1, 0.4, 0.8]] * 6), r"row 0 .* x0 < x1 .*\(6 such rows\)"),
+        (good.clone().index_fill_(1, torch.tensor([0]), float("nan")), r"row 0 is \[nan, 0.1"),
+    ):
+        with pytest.raises(ValueError, match=what):
+            sample_batch(labels, tables, lung, lung_boxes=bad)
+    with pytest.raises(TypeError, match=r"lung_boxes must be a \(6, 4\) float tensor or None, got list"):
+        sample_batch(labels, tables, lung, lung_boxes=good.tolist())
+    # aligned: lung boxes are not read (any value passes), the same params as without them
+    aligned = DadamConfig()
+    a = sample_batch(labels, tables, aligned, generator=torch.Generator().manual_seed(0), lung_boxes=good[:2])
+    _assert_params_equal(a, sample_batch(labels, tables, aligned, generator=torch.Generator().manual_seed(0)))
 
 
 # ---------------------------------------------------------------------------------------------------- mask

@@ -93,12 +93,27 @@ def _assert_same(got, want, where=""):
             raise AssertionError(f"{where}{name} differs at {bad.nonzero()[:5].tolist()}")
 
 
-def _kernel_vs_torch(labels, tables, config, *, seed, mask=None, extreme=False, ok=None):
+def _kernel_vs_torch(labels, tables, config, *, seed, mask=None, extreme=False, ok=None, lungs=None):
     spec, u = _uniforms(config, len(labels), seed=seed, extreme=extreme)
-    want = cooccurrence_params(labels, u, tables, config, mask)
-    got = draw_params(labels, u, spec, cooccurrence_params, tables, config, mask=mask, ok=ok, backend="triton")
+    want = cooccurrence_params(labels, u, tables, config, mask, lungs)
+    got = draw_params(
+        labels, u, spec, cooccurrence_params, tables, config, mask=mask, ok=ok, backend="triton", lung_boxes=lungs
+    )
     _assert_same(got, want)
     return got
+
+
+def _lung_boxes(n: int, *, seed: int, nan_every: int = 7) -> torch.Tensor:
+    """``(n, 4)`` lung boxes: random sizes and places, every ``nan_every``-th unknown, a few tiny ones, some filling
+    the canvas and some whose corners land on half pixels (rounding ties)."""
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.rand(n, 2, generator=g) * 0.5
+    lungs = torch.cat([lo, (lo + 0.01 + torch.rand(n, 2, generator=g) * 0.6).clamp(max=1.0)], 1)  # (n, 4)
+    lungs[::nan_every] = float("nan")
+    lungs[1::nan_every] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    lungs[2::nan_every] = torch.tensor([0.97, 0.0, 0.98, 0.01])  # tiny, at the top right
+    lungs[3::nan_every] = torch.tensor([0.25, 0.125, 0.75, 0.625])  # binary fractions: exact centres, ties likely
+    return lungs
 
 
 # ------------------------------------------------------------------------------------ interpreter: the kernel's values
@@ -145,6 +160,39 @@ def test_kernel_equals_the_torch_rule_on_random_options(bank, stats, table, seed
     tables, _ = build_tables(bank, stats, config)
     mask = torch.from_numpy(rng.random(70) < 0.8)
     _kernel_vs_torch(_labels(table, 70, seed=seed), tables, config, seed=seed, mask=mask, extreme=bool(seed % 2))
+
+
+LUNG_OPTIONS = [
+    dict(p=0.9, max_patches=3, candidates=8),
+    dict(p=1.0, max_patches=4, candidates=3, jitter=0.2, soft_label=True),
+    dict(p=1.0, max_patches=2, candidates=1, jitter=0.5),
+]
+
+
+@pytest.mark.parametrize("case", range(len(LUNG_OPTIONS)))
+def test_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, case):
+    # donor lung boxes: random, some small (anchors beyond [0, 1], clamped to [-2, 3]); recipients' as _lung_boxes
+    g = torch.Generator().manual_seed(case)
+    lo = torch.rand(len(bank), 2, generator=g) * 0.6
+    lung_bank = bank.with_lung_boxes(torch.cat([lo, lo + 0.02 + torch.rand(len(bank), 2, generator=g) * 0.38], 1))
+    config = DadamConfig(**LUNG_OPTIONS[case], placement="lung")
+    tables, _ = build_tables(lung_bank, stats, config)
+    assert not torch.isnan(tables.patch_anchor).any() and (tables.patch_anchor.abs() > 1).any()
+    labels = _labels(table, 45, seed=20 + case)
+    lungs = _lung_boxes(45, seed=30 + case)
+    mask = (torch.rand(45, generator=g) < 0.8) if case == 1 else None
+    got = _kernel_vs_torch(labels, tables, config, seed=40 + case, mask=mask, extreme=case > 0, lungs=lungs)
+    aligned = cooccurrence_params(
+        labels,
+        _uniforms(config, 45, seed=40 + case, extreme=case > 0)[1],
+        tables,
+        config.replace(placement="aligned"),
+        mask,
+    )
+    moved = (got.boxes != aligned.boxes).any(-1) & got.active  # (B, K)
+    assert moved.sum() >= 10, "the lung placement moved too few boxes to test"
+    known = ~torch.isnan(lungs).all(1)
+    assert not moved[~known].any()  # unknown lung boxes keep the aligned boxes
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -405,7 +453,9 @@ def test_ptx_for_sm90_keeps_the_rounding_of_the_torch_rule(bank, stats):
         "u_ptr": "*fp32",
         "mask_ptr": "*u8",
         "ok_ptr": "*i32",
-        **dict.fromkeys(("tail_w_ptr", "blend_w_ptr", "comp_w_ptr", "out_alpha_ptr"), "*fp32"),
+        **dict.fromkeys(
+            ("tail_w_ptr", "blend_w_ptr", "comp_w_ptr", "out_alpha_ptr", "anchor_ptr", "lung_ptr"), "*fp32"
+        ),
         **dict.fromkeys(("covered_ptr", "out_active_ptr", "out_changed_ptr"), "*u8"),
         **dict.fromkeys(("rows_ptr", "row_classes_ptr"), "*i32"),
         "out_labels_ptr": "*fp32",
@@ -426,6 +476,7 @@ def test_ptx_for_sm90_keeps_the_rounding_of_the_torch_rule(bank, stats):
         "HAS_MASK": True,
         "CHECK": True,
         "JITTER": True,
+        "LUNG": True,
         "BLOCK": kernel.BLOCK,
     }
     fn = kernel._cooccurrence_kernel
@@ -481,6 +532,34 @@ def test_cuda_kernel_equals_the_torch_rule(bank, stats, table, case):
     _assert_same(got, want)
     _assert_same(got.to("cpu"), want_cpu)
     assert int(ok) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", range(len(LUNG_OPTIONS)))
+def test_cuda_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, case):
+    g = torch.Generator().manual_seed(case)
+    lo = torch.rand(len(bank), 2, generator=g) * 0.6
+    lung_bank = bank.with_lung_boxes(torch.cat([lo, lo + 0.02 + torch.rand(len(bank), 2, generator=g) * 0.38], 1))
+    config = DadamConfig(**LUNG_OPTIONS[case], placement="lung")
+    tables, _ = build_tables(lung_bank, stats, config)
+    labels, lungs = _labels(table, 3000, seed=case), _lung_boxes(3000, seed=case)
+    spec, u = _uniforms(config, 3000, seed=case, extreme=True)
+    want_cpu = cooccurrence_params(labels, u, tables, config, None, lungs)
+    dev = torch.device("cuda")
+    cuda_tables, u_cuda = tables.to(dev), spec.split(u.raw.to(dev))
+    want = cooccurrence_params(labels.to(dev), u_cuda, cuda_tables, config, None, lungs.to(dev))
+    got = draw_params(
+        labels.to(dev),
+        u_cuda,
+        spec,
+        cooccurrence_params,
+        cuda_tables,
+        config,
+        backend="triton",
+        lung_boxes=lungs.to(dev),
+    )
+    _assert_same(got, want)
+    _assert_same(got.to("cpu"), want_cpu)
 
 
 @pytest.mark.gpu
