@@ -263,12 +263,13 @@ def check_lung_boxes(lungs: object, batch: int, device: torch.device, *, name: s
             f"{tuple(lungs.shape)} and dtype {lungs.dtype}"
         )
     if lungs.device != device:
-        raise ValueError(f"{name} are on {lungs.device}, the images on {device}: move them with .to(images.device)")
+        raise ValueError(f"{name} are on {lungs.device}, the labels on {device}: move them with .to(labels.device)")
     if lungs.device.type == "cpu":
         bad = lung_box_errors(lungs)
         if bool(bad.any()):
             row = int(bad.to(torch.uint8).argmax())
+            values = ", ".join(f"{v:.6g}" for v in lungs[row].tolist())
             raise ValueError(
-                f"{name} row {row} is {lungs[row].tolist()}: a lung box is normalised xyxy in [0, 1] with x0 < x1 "
-                f"and y0 < y1, or all NaN when unknown ({int(bad.sum())} such rows)"
+                f"{name} row {row} is [{values}]: a lung box is normalised xyxy in [0, 1] with x0 < x1 and y0 < y1, "
+                f"or all NaN when unknown ({int(bad.sum())} such rows)"
             )

@@ -618,9 +618,10 @@ def _check_lungs(lungs: torch.Tensor) -> None:
     bad = lung_box_errors(lungs)  # (N,)
     if bool(bad.any()):
         i = int(bad.to(torch.uint8).argmax())
+        row = ", ".join(f"{v:.6g}" for v in lungs[i].tolist())
         raise ValueError(
-            f"lung_boxes row {i} is {lungs[i].tolist()}: a donor's lung box is normalised xyxy in [0, 1] with "
-            "x0 < x1 and y0 < y1, or all NaN when unknown"
+            f"lung_boxes row {i} is [{row}]: a donor's lung box is normalised xyxy in [0, 1] with x0 < x1 and "
+            "y0 < y1, or all NaN when unknown"
         )
 
 

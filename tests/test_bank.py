@@ -8,6 +8,7 @@ import pathlib
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -252,3 +253,106 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ------------------------------------------------------------------------------------------- donors' lung boxes
+
+
+def test_from_boxes_estimates_each_donors_lung_box(nih_bank, nih_boxes, shared_data):
+    from dadam.anatomy import lung_box
+
+    assert nih_bank.has_lung_boxes and nih_bank.lung_boxes.shape == (12, 4)
+    for i in range(len(nih_bank)):  # the estimate on the donor resized to the canvas
+        img = read_image(shared_data / "nih14" / "images" / nih_bank.donors[i], dtype=torch.uint8)
+        resized = TF.resize(img, [CANVAS, CANVAS], antialias=True)
+        assert torch.equal(nih_bank.lung_boxes[i], lung_box(resized[None])[0]), i
+
+
+def test_from_boxes_takes_the_lung_boxes_of_the_table(nih_boxes, shared_data):
+    from dadam.anatomy import lung_box
+
+    table = nih_boxes.iloc[:4].copy()
+    donors = sorted(set(table["image_id"]))
+    given = {d: [0.1 + 0.01 * k, 0.2, 0.9, 0.8 - 0.01 * k] for k, d in enumerate(donors)}
+    for c, col in enumerate(("lung_x0", "lung_y0", "lung_x1", "lung_y1")):
+        table[col] = [given[d][c] for d in table["image_id"]]
+    table.loc[table["image_id"] == donors[0], ["lung_x0", "lung_y0", "lung_x1", "lung_y1"]] = np.nan  # estimated
+    bank = PatchBank.from_boxes(table, shared_data / "nih14" / "images", canvas=64, progress=False)
+    for i, donor in enumerate(bank.donors):
+        if donor == donors[0]:
+            img = read_image(shared_data / "nih14" / "images" / donor, dtype=torch.uint8)
+            want = lung_box(TF.resize(img, [64, 64], antialias=True)[None])[0].tolist()
+        else:
+            want = given[donor]
+        np.testing.assert_allclose(bank.lung_boxes[i].tolist(), want, rtol=1e-6)
+    assert bank.has_lung_boxes
+    bad = table.copy()
+    bad.loc[bad.index[1], "lung_x1"] = 1.5
+    with pytest.raises(ValueError, match=r"box table row 1 .*lung_x1=1.5, lung_y1=.* is not a box"):
+        PatchBank.from_boxes(bad, shared_data / "nih14" / "images", canvas=64, progress=False)
+    twice = pd.concat([table.iloc[1:2], table.iloc[1:2].assign(lung_y1=0.99)])
+    with pytest.raises(ValueError, match=rf"rows of donor '{table.iloc[1]['image_id']}' .*give different lung boxes"):
+        PatchBank.from_boxes(twice, shared_data / "nih14" / "images", canvas=64, progress=False)
+
+
+def test_lung_boxes_are_saved_and_loaded(tmp_path):
+    bank = make_bank({"Mass": 2, "Nodule": 2}, canvas=32, max_size=8)
+    assert not bank.has_lung_boxes and torch.isnan(bank.lung_boxes).all()
+    lungs = torch.tensor([[0.1, 0.1, 0.9, 0.8], [0.2, 0.1, 0.8, 0.9], [float("nan")] * 4, [0.0, 0.0, 1.0, 1.0]])
+    with_lungs = bank.with_lung_boxes(lungs)
+    assert with_lungs.pixels is bank.pixels and not with_lungs.has_lung_boxes  # one row unknown
+    with_lungs.save(tmp_path / "v2.safetensors")
+    meta, tensors = _file_contents(tmp_path / "v2.safetensors")
+    assert meta["version"] == "2" and "lung_boxes" in tensors
+    assert meta["sha256"] == _reference_bank_sha256(tensors, meta)
+    loaded = PatchBank.load(tmp_path / "v2.safetensors")
+    torch.testing.assert_close(loaded.lung_boxes, lungs, rtol=0, atol=0, equal_nan=True)
+    bank.save(tmp_path / "v1.safetensors")  # no lung box known: the format of the earlier releases
+    meta, tensors = _file_contents(tmp_path / "v1.safetensors")
+    assert meta["version"] == "1" and "lung_boxes" not in tensors
+    assert torch.isnan(PatchBank.load(tmp_path / "v1.safetensors").lung_boxes).all()
+    # a version-2 file must have its lung boxes, valid ones
+    del tensors["pixels"]
+    meta["version"] = "2"
+    _, v2 = _file_contents(tmp_path / "v2.safetensors")
+    v2["lung_boxes"][0, 2] = 0.05  # x1 < x0
+    meta2 = dict(meta)
+    meta2["sha256"] = _reference_bank_sha256(v2, meta2)
+    from safetensors.torch import save_file
+
+    save_file(v2, str(tmp_path / "bad.safetensors"), metadata=meta2)
+    with pytest.raises(ValueError, match="inconsistent patch bank layout: lung_boxes that are neither NaN nor boxes"):
+        PatchBank.load(tmp_path / "bad.safetensors")
+    del v2["lung_boxes"]
+    meta2["sha256"] = _reference_bank_sha256(v2, meta2)
+    save_file(v2, str(tmp_path / "bad.safetensors"), metadata=meta2)
+    with pytest.raises(ValueError, match=r"bad\.safetensors: patch bank file lacks tensors \['lung_boxes'\]"):
+        PatchBank.load(tmp_path / "bad.safetensors")
+    meta2["version"] = "3"
+    meta2["sha256"] = _reference_bank_sha256(v2, meta2)
+    save_file(v2, str(tmp_path / "bad.safetensors"), metadata=meta2)
+    with pytest.raises(ValueError, match="format version 3, expected one of 1, 2"):
+        PatchBank.load(tmp_path / "bad.safetensors")
+
+
+def test_lung_box_errors_of_a_bank():
+    bank = make_bank({"Mass": 2}, canvas=32, max_size=8)
+    with pytest.raises(ValueError, match=r"lung_boxes row 1 is \[0.5, 0.1, 0.5, 0.9\]: a donor's lung box"):
+        bank.with_lung_boxes(torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.5, 0.1, 0.5, 0.9]]))
+    with pytest.raises(ValueError, match=r"lung_boxes must have shape \(2, 4\), got \(1, 4\)"):
+        bank.with_lung_boxes(torch.tensor([[0.1, 0.1, 0.9, 0.9]]))
+    p = torch.zeros(2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"lung_boxes row 0 is \[0.1, 0.1, 1.5, 0.9\]"):
+        PatchBank.from_patches([p], [[0, 0, 2, 2]], ["Mass"], canvas=8, lung_boxes=[[0.1, 0.1, 1.5, 0.9]])
+
+
+def test_old_bank_file_refuses_lung_placement_naming_the_fix():
+    from dadam import DiseasedAreaAugment, LabelStats
+    from tests.helpers import make_label_table
+
+    bank = PatchBank.load(pathlib.Path(__file__).parent / "data" / "patch_bank_0.1.0.safetensors")
+    assert not bank.has_lung_boxes and torch.isnan(bank.lung_boxes).all()
+    stats = LabelStats.from_labels(make_label_table(500))
+    DiseasedAreaAugment(bank, stats, tail=["Fibrosis"])  # aligned: fine
+    with pytest.raises(ValueError, match=r"placement='lung' .* 3 of the bank's 3 patches have none .*rebuild the bank"):
+        DiseasedAreaAugment(bank, stats, tail=["Fibrosis"], placement="lung")

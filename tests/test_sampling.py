@@ -450,7 +450,7 @@ def test_lung_placement_errors(bank, stats, table):
     for bad, what in (
         (good[:5], r"must be a \(6, 4\) float tensor .*got shape \(5, 4\)"),
         (good.long(), r"dtype torch.int64"),
-        (good.to("meta"), r"are on meta, the images on cpu"),
+        (good.to("meta"), r"are on meta, the labels on cpu"),
         (good.clone().index_fill_(0, torch.tensor([4]), 1.5), r"row 4 is \[1.5, 1.5, 1.5, 1.5\]: a lung box is"),
         (torch.tensor([[0.5, 0.1, 0.4, 0.8]] * 6), r"row 0 .* x0 < x1 .*\(6 such rows\)"),
         (good.clone().index_fill_(1, torch.tensor([0]), float("nan")), r"row 0 is \[nan, 0.1"),
