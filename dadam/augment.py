@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dadam.anatomy import lung_box
+from dadam.anatomy import check_lung_boxes, lung_box, lung_box_errors
 from dadam.bank import PatchBank
 from dadam.config import DadamConfig
 from dadam.labels import NO_FINDING
@@ -407,7 +407,11 @@ class DiseasedAreaAugment(nn.Module):
             check_image_values(images)  # on a GPU: checked by the paste
         if params is None:
             if self.placement == "lung" and lung_boxes is None:
-                lung_boxes = lung_box(images)  # (B, 4) torch ops, no host sync
+                lung_boxes = lung_box(images)  # (B, 4) torch ops, no host sync; always valid boxes
+            elif self.placement == "lung":
+                check_lung_boxes(lung_boxes, B, images.device)  # the values: on the CPU here, on a GPU into ok
+                if ok is not None:
+                    ok.mul_(~lung_box_errors(lung_boxes).any())
             params = self._draw(labels, mask, ok, lung_boxes)
         else:
             if ok is not None:

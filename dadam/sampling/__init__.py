@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import torch
 
-from dadam.anatomy import check_lung_boxes, lung_box_errors
+from dadam.anatomy import check_lung_boxes
 from dadam.config import DadamConfig
-from dadam.sampling.backend import BACKENDS, SamplerBackend, check_ok_word, draw_params, sampler_backend
+from dadam.sampling.backend import BACKENDS, SamplerBackend, draw_params, sampler_backend
 from dadam.sampling.cooccurrence import cooccurrence_params, cooccurrence_uniforms
 from dadam.sampling.correlation import correlation_params, correlation_uniforms
 from dadam.sampling.params import MODE_BLEND, MODE_NONE, MODE_PASTE, DadamParams, apply_labels
@@ -122,7 +122,8 @@ def sample_batch(
         lung_boxes: ``(B, 4)`` float recipients' lung boxes, normalised xyxy in ``[0, 1]``, a row of NaN where
             unknown (that sample keeps the aligned boxes), on the labels' device; needed with
             ``config.placement="lung"`` and ignored otherwise (see :mod:`dadam.anatomy`). Their values are checked
-            on the CPU (``ValueError``), and into ``ok`` on another device.
+            on the CPU (``ValueError``); elsewhere bad values give boxes clamped into the canvas
+            (:class:`~dadam.DiseasedAreaAugment` checks given lung boxes into its ``ok`` word).
 
     Returns:
         the :class:`DadamParams` on the labels' device.
@@ -137,9 +138,6 @@ def sample_batch(
     elif lung_boxes is not None:
         check_lung_boxes(lung_boxes, labels.shape[0], labels.device)
         lung_boxes = lung_boxes.to(torch.float32)
-        check_ok_word(ok, labels)
-        if ok is not None and labels.device.type != "cpu":
-            ok.mul_(~lung_box_errors(lung_boxes).any())  # no host sync: asserted with the ok word
     uniforms, rule = RULES[config.companions]
     spec = uniforms(config)
     u = spec.draw(labels.shape[0], generator=generator, device=labels.device)
