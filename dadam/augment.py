@@ -314,17 +314,17 @@ class DiseasedAreaAugment(nn.Module):
             path=path,
             ok=ok,
         )  # (B, K) each
-        if params.gain is not None:  # a replay: the recorded map wins
-            recorded = ~torch.isnan(params.gain)
-            gain = torch.where(recorded, params.gain.to(torch.float32), gain)
-            offset = torch.where(recorded, params.offset.to(torch.float32), offset)
+        if params.gain is not None:  # a replay: the recorded map wins where there is one
+            missing = torch.isnan(params.gain)
+            gain = torch.where(missing, gain, params.gain.to(torch.float32))
+            offset = torch.where(missing, offset, params.offset.to(torch.float32))
         return dataclasses.replace(params, gain=gain, offset=offset)
 
     def _paste(self, images, params, *, path="auto", inplace=False, ok=None) -> torch.Tensor:
         gain, offset = params.gain, params.offset
         if gain is not None and self.match == "none":  # a map recorded elsewhere; a NaN (not measured) is none
-            measured = ~torch.isnan(gain)
-            gain, offset = torch.where(measured, gain, 1.0), torch.where(measured, offset, 0.0)
+            missing = torch.isnan(gain)
+            gain, offset = torch.where(missing, 1.0, gain), torch.where(missing, 0.0, offset)
         return paste_patches(
             images,
             self.pixels,

@@ -25,6 +25,7 @@ __all__ = [
     "make_images",
     "make_label_table",
     "memory_format_of",
+    "reference_match",
     "reference_paste",
     "require_shared_data",
     "running_in_ci",
@@ -226,11 +227,21 @@ def reference_paste(
     patch_ids: torch.Tensor,
     active: torch.Tensor,
     alpha: torch.Tensor,
+    *,
+    gain: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
+    feather: int = 0,
     **_ignored,
 ) -> torch.Tensor:
-    """Slow numpy reference of ``paste_patches``: loop over samples and slots, float32 formula per region."""
+    """Slow numpy reference of ``paste_patches``: loop over samples, slots and patch rows, float32 formula per row.
+
+    Per pixel: ``m = clip(g * q + o, 0, 255)`` with a map, ``p = m`` (uint8) or ``m / 255`` (float images), the
+    weight ``w = a * min(1, (d + 0.5) / feather)`` with ``d`` the distance to the nearest box edge (``w = a`` without
+    feather), ``v = p`` where ``w >= 1`` else ``w * p + (1 - w) * x``, rounded half to even for uint8.
+    """
     out = images.clone()
     B, C, H, W = images.shape
+    f32 = np.float32
     for b in range(B):
         for k in range(patch_ids.shape[1]):
             if not bool(active[b, k]):
@@ -239,8 +250,10 @@ def reference_paste(
             h, w = int(sizes[i, 0]), int(sizes[i, 1])
             off = int(offsets[i])
             q = pixels[off : off + h * w].numpy().reshape(h, w).astype(np.float32)
+            if gain is not None:
+                q = np.clip(f32(float(gain[b, k])) * q + f32(float(offset[b, k])), f32(0), f32(255))
             x0, y0 = int(boxes[b, k, 0]), int(boxes[b, k, 1])
-            a = np.float32(alpha[b, k])
+            a = f32(float(alpha[b, k]))
             for c in range(C):
                 for r in range(h):
                     y = y0 + r
@@ -251,8 +264,12 @@ def reference_paste(
                         continue
                     xs = np.array(cols)
                     bg = images[b, c, y, x0 + xs].to(torch.float32).numpy()
-                    qq = q[r, xs] if images.dtype == torch.uint8 else q[r, xs] / np.float32(255)
-                    v = qq if a >= 1 else a * qq + (np.float32(1) - a) * bg
+                    qq = q[r, xs] if images.dtype == torch.uint8 else q[r, xs] / f32(255)
+                    wt = np.full(len(xs), a, np.float32)
+                    if feather:
+                        d = np.minimum(min(r, h - 1 - r), np.minimum(xs, w - 1 - xs)).astype(np.float32)
+                        wt = a * np.minimum((d + f32(0.5)) / f32(feather), f32(1))
+                    v = np.where(wt >= 1, qq, wt * qq + (f32(1) - wt) * bg)
                     if images.dtype == torch.uint8:
                         val = torch.from_numpy(np.clip(np.round(v), 0, 255).astype(np.uint8))
                     else:
@@ -261,8 +278,74 @@ def reference_paste(
     return out
 
 
+def reference_match(
+    images: torch.Tensor,
+    pixels: torch.Tensor,
+    offsets: torch.Tensor,
+    sizes: torch.Tensor,
+    boxes: torch.Tensor,
+    patch_ids: torch.Tensor,
+    active: torch.Tensor,
+    *,
+    mode: str,
+    **_ignored,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slow reference of ``match_intensity``: per slot, Python-int sums over the box inside the image (channel 0;
+    float images as ``rint(clip(255 * x, 0, 255))``), then the map in numpy float32 scalars."""
+    B, K = patch_ids.shape
+    H, W = images.shape[2:]
+    gain, offset = torch.ones(B, K), torch.zeros(B, K)
+    f32 = np.float32
+
+    def flt(v: int) -> np.float32:  # one rounding of the exact integer
+        return np.array(v, np.int64).astype(np.float32)
+
+    for b in range(B):
+        for k in range(K):
+            if not bool(active[b, k]):
+                continue
+            i = int(patch_ids[b, k])
+            h, w = int(sizes[i, 0]), int(sizes[i, 1])
+            patch = pixels[int(offsets[i]) : int(offsets[i]) + h * w].reshape(h, w)
+            x0, y0 = int(boxes[b, k, 0]), int(boxes[b, k, 1])
+            xs, qs = [], []
+            for r in range(h):
+                for c in range(w):
+                    y, x = y0 + r, x0 + c
+                    if 0 <= y < H and 0 <= x < W:
+                        v = images[b, 0, y, x]
+                        if images.dtype != torch.uint8:
+                            v = np.rint(np.clip(f32(float(v)) * f32(255), 0, 255))
+                        xs.append(int(v))
+                        qs.append(int(patch[r, c]))
+            n = len(xs)
+            if n == 0:
+                continue
+            mx, mq = flt(sum(xs)) / flt(n), flt(sum(qs)) / flt(n)
+            g = f32(1)
+            if mode == "meanstd":
+                vx = n * sum(v * v for v in xs) - sum(xs) ** 2
+                vq = n * sum(v * v for v in qs) - sum(qs) ** 2
+                if vq > 0:
+                    g = min(max(np.sqrt(flt(vx) / flt(vq)), f32(0.25)), f32(4))
+            gain[b, k] = float(g)
+            offset[b, k] = float(mx - g * mq)
+    return gain, offset
+
+
 def paste_with_bank(
-    bank: PatchBank, images, boxes, patch_ids, active, alpha, *, path: str, inplace: bool = False
+    bank: PatchBank,
+    images,
+    boxes,
+    patch_ids,
+    active,
+    alpha,
+    *,
+    path: str,
+    inplace: bool = False,
+    gain: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
+    feather: int = 0,
 ) -> torch.Tensor:
     """``dadam.ops.paste_patches`` with a bank's buffers: the op under test in the ops and kernel tests."""
     from dadam.ops import paste_patches
@@ -279,6 +362,28 @@ def paste_with_bank(
         max_size=bank.max_size,
         path=path,
         inplace=inplace,
+        gain=gain,
+        offset=offset,
+        feather=feather,
+    )
+
+
+def match_with_bank(bank: PatchBank, images, boxes, patch_ids, active, *, mode: str, path: str, ok=None):
+    """``dadam.ops.match_intensity`` with a bank's buffers: the op under test in the ops and kernel tests."""
+    from dadam.ops import match_intensity
+
+    return match_intensity(
+        images,
+        bank.pixels,
+        bank.offsets,
+        bank.sizes,
+        boxes,
+        patch_ids,
+        active,
+        mode=mode,
+        max_size=bank.max_size,
+        path=path,
+        ok=ok,
     )
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import pathlib
 import re
@@ -13,9 +14,11 @@ from tests.helpers import (
     IMAGE_DTYPES,
     NF,
     assert_same_format,
+    fake_cuda,
     make_bank,
     make_images,
     make_label_table,
+    reference_match,
     reference_paste,
 )
 
@@ -533,3 +536,116 @@ def test_cuda_out_of_range_values_stop_with_a_device_assert(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
     assert res.returncode != 0 and "not stopped" not in res.stdout
     assert "float images must be in [0, 1]" in res.stderr or "device-side assert" in res.stderr, res.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- feather and match
+
+
+def _reference(bank, images, params, **options):
+    slots = (params.boxes, params.patch_ids, params.active, params.alpha)
+    return reference_paste(images, bank.pixels, bank.offsets, bank.sizes, *slots, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_feather_and_match_record_the_map_and_replay_it(bank, stats, table, dtype):
+    aug = _aug(bank, stats, p=1.0, jitter=0.1, feather=4, match="meanstd", generator=7)
+    images = make_images(24, 3, CANVAS, dtype, seed=8)
+    labels = table[:24].clone()
+    out, _, params = aug(images, labels, return_params=True)
+    measured = reference_match(images, bank.pixels, bank.offsets, bank.sizes, params.boxes, params.patch_ids,
+                               params.active, mode="meanstd")  # fmt: skip
+    assert torch.equal(params.gain, measured[0]) and torch.equal(params.offset, measured[1])
+    assert bool((params.gain[params.active] != 1).any()), "no slot was matched: the test would prove nothing"
+    assert torch.equal(out, _reference(bank, images, params, gain=params.gain, offset=params.offset, feather=4))
+    # a replay uses the recorded map, also on other images (where a fresh measure would differ)
+    assert torch.equal(aug(images, labels, params=params)[0], out)
+    other = make_images(24, 3, CANVAS, dtype, seed=9)
+    replayed, _, again = aug(other, labels, params=params, return_params=True)
+    assert torch.equal(again.gain, params.gain) and torch.equal(again.offset, params.offset)
+    assert torch.equal(replayed, _reference(bank, other, params, gain=params.gain, offset=params.offset, feather=4))
+    # params without a map (sample(): no pixels yet) are measured at paste time; NaN marks one slot as not measured
+    assert aug.sample(labels).gain is None
+    unmeasured = dataclasses.replace(params, gain=None, offset=None)
+    assert torch.equal(aug.apply(images, unmeasured), out)
+    k = int(params.active[0].nonzero()[0])
+    partial = dataclasses.replace(params, gain=params.gain.clone(), offset=torch.zeros_like(params.offset))
+    partial.gain[:] = 1.5
+    partial.gain[0, k] = float("nan")
+    mixed = aug.intensity_map(other, partial)
+    assert float(mixed.gain[0, k]) == float(reference_match(other[:1], bank.pixels, bank.offsets, bank.sizes,
+        params.boxes[:1], params.patch_ids[:1], params.active[:1], mode="meanstd")[0][0, k])  # fmt: skip
+    assert bool((mixed.gain[1:] == 1.5).all())
+    # in place: the statistics are read before the patches are written
+    target = images.clone()
+    assert aug(target, labels, params=params, inplace=True)[0] is target and torch.equal(target, out)
+
+
+def test_a_module_without_match_uses_a_recorded_map(bank, stats, table):
+    images = make_images(16, 1, CANVAS, torch.uint8, seed=10)
+    labels = table[:16].clone()
+    _, _, params = _aug(bank, stats, p=1.0, match="mean", generator=3)(images, labels, return_params=True)
+    plain = _aug(bank, stats, p=1.0, feather=2)
+    expect = _reference(bank, images, params, gain=params.gain, offset=params.offset, feather=2)
+    assert torch.equal(plain.apply(images, params), expect)
+    nan = dataclasses.replace(params, gain=torch.full_like(params.gain, float("nan")))  # not measured: no map
+    assert torch.equal(plain.apply(images, nan), _reference(bank, images, params, feather=2))
+    defaults = _aug(bank, stats, p=1.0)
+    assert (defaults.feather, defaults.match) == (0, "none") and "feather=0, match='none'" in repr(defaults)
+
+
+def test_feather_and_match_options_are_checked(bank, stats):
+    with pytest.raises(ValueError, match="feather must be an int >= 0, got -1"):
+        _aug(bank, stats, feather=-1)
+    with pytest.raises(ValueError, match=r"match must be one of \('none', 'mean', 'meanstd'\), got 'median'"):
+        _aug(bank, stats, match="median")
+    from dadam.config import DadamConfig
+
+    aug = DiseasedAreaAugment.from_config(bank, stats, DadamConfig(feather=8, match="meanstd"))
+    assert (aug.feather, aug.match) == (8, "meanstd")
+    assert DadamConfig.from_dict({"p": 0.5}).feather == 0 and DadamConfig.from_dict({"p": 0.5}).match == "none"
+
+
+def test_launches_of_a_forward_with_feather_and_match(bank, stats, table):
+    # fake CUDA tensors (no GPU): the options add one launch (the match kernel) and no host sync to a forward; a
+    # replay adds the three ops that keep the recorded map
+    pytest.importorskip("triton")
+    counts = {}
+    for name, options in (("defaults", {}), ("feather", {"feather": 8}), ("both", {"feather": 8, "match": "meanstd"})):
+        aug = _aug(bank, stats, p=1.0, max_patches=4, generator=None, **options)
+        with fake_cuda() as log:
+            aug = aug.to("cuda")
+            images = torch.rand(64, 3, CANVAS, CANVAS, device="cuda")
+            labels = table[:64].to("cuda")
+            with log.recording():
+                _, _, params = aug(images, labels, return_params=True)
+            counts[name] = (list(log.launches), list(log.syncs))
+            if name == "both":
+                with log.recording():
+                    aug(images, labels, params=params)
+                counts["replay"] = (list(log.launches), list(log.syncs))
+    for name, (_launches, syncs) in counts.items():
+        assert not syncs, (name, syncs)
+    assert len(counts["feather"][0]) == len(counts["defaults"][0])
+    assert len(counts["both"][0]) == len(counts["defaults"][0]) + 1
+    assert sum("_match_kernel" in n for n in counts["both"][0]) == 1
+    assert sum("_paste" in n for n in counts["both"][0]) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cuda_forward_with_feather_and_match_equals_cpu_without_sync(bank, stats, table, dtype):
+    images = make_images(64, 3, CANVAS, dtype, channels_last=True, seed=11)
+    labels = table[:64].clone()
+    options = dict(p=0.9, feather=5, match="meanstd", generator=2)
+    out, lab, params = _aug(bank, stats, **options)(images, labels, return_params=True)
+    aug_cuda = _aug(bank, stats, **options).cuda()
+    plain = dataclasses.replace(params, gain=None, offset=None).to("cuda")  # measured on the GPU
+    aug_cuda(images.cuda(), labels.cuda(), params=plain)  # build outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        res, lab_cuda, got = aug_cuda(images.cuda(), labels.cuda(), params=plain, return_params=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(res.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
+    assert torch.equal(got.gain.cpu(), params.gain) and torch.equal(got.offset.cpu(), params.offset)

@@ -23,12 +23,15 @@ from tests.helpers import (
     make_bank,
     make_images,
     make_label_table,
+    match_with_bank,
     paste_with_bank,
+    reference_match,
     reference_paste,
 )
 
 triton = pytest.importorskip("triton")
 kernels = pytest.importorskip("dadam.kernels.paste")
+kernels_match = pytest.importorskip("dadam.kernels.match")
 
 CANVAS = 96
 FORMATS = [(1, False), (3, False), (3, True)]  # (channels, channels_last)
@@ -312,9 +315,104 @@ def test_triton_errors(bank, params, monkeypatch):
     assert paste_with_bank(bank, images, **args, path="auto").device.type == "cpu"  # auto on CPU never needs Triton
 
 
+# ---------------------------------------------------------------- interpreter: feather, the intensity map, match
+
+
+def _random_map(slots, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = slots["active"].shape
+    return {"gain": 0.5 + 1.5 * torch.rand(shape, generator=g), "offset": 120 * torch.rand(shape, generator=g) - 60}
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
+@pytest.mark.parametrize("dtype", CHECK_OP_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", FORMATS)
+def test_triton_feather_and_map_equal_loop_exactly(bank, dtype, channels, channels_last, inplace):
+    slots = _random_slots(bank, 6, 4, seed=40 + channels + 10 * channels_last)
+    maps = _random_map(slots, seed=41)
+    images = make_images(6, channels, CANVAS, dtype, channels_last=channels_last, seed=42)
+    for options in ({"feather": 7}, {**maps, "feather": 3}):
+        a = paste_with_bank(bank, images, **slots, path="loop", **options)
+        assert not torch.equal(a, paste_with_bank(bank, images, **slots, path="loop")), "options ignored"
+        target = images.clone(memory_format=torch.preserve_format)
+        b = paste_with_bank(bank, target, **slots, path="triton", inplace=inplace, **options)
+        _assert_same(b, a)
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_triton_feather_and_map_check_op(bank, params, dtype, inplace):
+    images = make_images(len(params), 3, CANVAS, dtype, channels_last=True, seed=43)
+    op = functools.partial(paste_with_bank, bank, path="triton", inplace=inplace)
+    ref = _ref(bank)
+    args = {**_args(params), **_random_map(_args(params), seed=44)}
+    check_op(
+        op,
+        images,
+        args,
+        other_args={"feather": 5},
+        reference=lambda images, **kw: ref(images, **kw),
+        inplace=inplace,
+    )
+
+
+def test_in_place_kernel_checks_the_background_under_a_feather_ramp(bank):
+    # with feather a paste reads the background under its ramp (and only there): a bad value there is found
+    slots = _two_slots(bank, (10, 10), (60, 60), alpha=(1.0, 1.0))
+    where = {"on the ramp": (10, 10), "inside the full weight": (10 + 4, 10 + 4), "outside": (CANVAS - 1, 0)}
+    found = {}
+    for name, (x, y) in where.items():
+        images = make_images(1, 1, CANVAS, torch.float32, seed=45)
+        images[0, 0, y, x] = 2.0
+        ok = torch.ones(1, dtype=torch.int32)
+        _kernel(bank, images, slots, ok=ok, check_values=True, inplace=True, feather=2)
+        found[name] = int(ok) == 0
+    assert found == {"on the ramp": True, "inside the full weight": False, "outside": False}
+
+
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", FORMATS)
+@pytest.mark.parametrize("mode", ["mean", "meanstd"])
+def test_match_kernel_equals_the_reference_and_the_loop(bank, dtype, channels, channels_last, mode):
+    slots = _random_slots(bank, 5, 4, seed=46 + channels)
+    del slots["alpha"]
+    images = make_images(5, channels, CANVAS, dtype, channels_last=channels_last, seed=47)
+    got = match_with_bank(bank, images, **slots, mode=mode, path="triton")
+    loop = match_with_bank(bank, images, **slots, mode=mode, path="loop")
+    ref = reference_match(images, bank.pixels, bank.offsets, bank.sizes, **slots, mode=mode)
+    for a, b, c in zip(got, loop, ref, strict=True):
+        _assert_same(a, c)
+        _assert_same(b, c)
+    assert bool((got[1] != 0).any()), "no slot was matched: the test would prove nothing"
+
+
+def test_match_kernel_checks_the_float_pixels_it_reads(bank):
+    slots = _two_slots(bank, (10, 10), (60, 60))
+    del slots["alpha"]
+    for (x, y), expect in (((11, 11), 0), ((CANVAS - 1, 0), 1)):
+        images = make_images(1, 3, CANVAS, torch.float32, seed=48)
+        images[0, 0, y, x] = float("nan")
+        ok = torch.ones(1, dtype=torch.int32)
+        kernels_match.match_intensity_triton(
+            images, bank.pixels, bank.offsets, bank.sizes, *slots.values(), mode="mean", ok=ok, check_values=True
+        )
+        assert int(ok) == expect, (x, y)
+    with pytest.raises(ValueError, match="check_values=True needs the caller's ok word"):
+        kernels_match.match_intensity_triton(
+            images, bank.pixels, bank.offsets, bank.sizes, *slots.values(), mode="mean", check_values=True
+        )
+
+
 # ---------------------------------------------------------------- compiled PTX (sm_90, compiled on the CPU)
 
-_POINTERS = {"pixels_ptr": "*u8", "active_ptr": "*u8", "alpha_ptr": "*fp32", "ok_ptr": "*i32"}
+_POINTERS = {
+    "pixels_ptr": "*u8",
+    "active_ptr": "*u8",
+    "alpha_ptr": "*fp32",
+    "gain_ptr": "*fp32",
+    "offset_ptr": "*fp32",
+    "ok_ptr": "*i32",
+}
 
 
 def _compile_for_sm90(kernel, elem: str, values: dict, constexprs: dict):
@@ -344,13 +442,15 @@ def _compile_for_sm90(kernel, elem: str, values: dict, constexprs: dict):
         pytest.skip(f"cannot compile for sm_90 here: {e!r}")
 
 
-def _variant(inplace, elem, kind, channels_last, S=448, C=3):
+def _variant(inplace, elem, kind, channels_last, S=448, C=3, feather=0, with_map=False):
     size = {"fp32": 4, "fp16": 2, "i16": 2, "u8": 1}[elem]
     th, te = kernels.TILE[size]
     cp, planes = (C, 1) if channels_last else (1, C)
     strides = (C * S * S, 1, S * C, C) if channels_last else (C * S * S, S * S, S, 1)
     values = dict(zip(("s_b", "s_c", "s_h", "s_w"), strides, strict=True), H=S, W=S)
-    constexprs = dict(K=4, CP=cp, PLANES=planes, KIND=kind, CHECK=kind != 0, MAP=False, FEATHER=0, TH=th, TE=te)
+    constexprs = dict(
+        K=4, CP=cp, PLANES=planes, KIND=kind, CHECK=kind != 0, MAP=with_map, FEATHER=feather, TH=th, TE=te
+    )
     if inplace:
         return kernels._paste_in_place_kernel, values, {**constexprs, "SPLIT": kernels.SPLIT}
     values.update({"d" + k[1:]: v for k, v in values.items() if k.startswith("s_")}, tiles=7, tiles_e=3)
@@ -385,11 +485,38 @@ def test_ptx_for_sm90_keeps_the_value_rule_and_vectorises(inplace, elem, kind, c
         assert re.search(r"ld\.global(\.\w+)*\.v4\.b32", ptx) and re.search(r"st\.global(\.\w+)*\.v4\.b32", ptx)
 
 
+@pytest.mark.parametrize("inplace,elem,kind", [(False, "u8", 0), (True, "fp32", 1)])
+def test_ptx_for_sm90_with_feather_and_map_keeps_the_value_rule(inplace, elem, kind):
+    # the ramp's (d + 0.5) / F is div.rn (uint8 images have no other division), the map g * q + o a mul and an add
+    kernel, values, constexprs = _variant(inplace, elem, kind, False, feather=8, with_map=True)
+    ptx = _compile_for_sm90(kernel, elem, values, constexprs)
+    assert not re.search(r"\bfma\.", ptx), "fma contraction would break bit-identity with torch"
+    assert re.search(r"\bdiv\.rn\.f32", ptx) and not re.search(r"div\.(full|approx)", ptx)
+    assert re.search(r"\bmul\.rn\.f32", ptx) and re.search(r"\badd\.rn\.f32", ptx)
+    if not inplace:
+        assert re.search(r"ld\.global(\.\w+)*\.v4\.b32", ptx) and re.search(r"st\.global(\.\w+)*\.v4\.b32", ptx)
+
+
+@pytest.mark.parametrize("elem,kind,meanstd", [("u8", 0, True), ("fp32", 1, True), ("i16", 2, False)])
+def test_ptx_for_sm90_of_the_match_kernel_uses_ieee_division_and_square_root(elem, kind, meanstd):
+    S = 448
+    values = {"K": 4, "H": S, "W": S, "s_b": 3 * S * S, "s_h": S, "s_w": 1}
+    constexprs = dict(KIND=kind, CHECK=kind != 0, MEANSTD=meanstd, GAIN_LO=0.25, GAIN_HI=4.0, BLOCK=1024, BW=64)
+    ptx = _compile_for_sm90(kernels_match._match_kernel, elem, values, constexprs)
+    assert not re.search(r"\bfma\.", ptx), "fma contraction would break bit-identity with torch"
+    assert re.search(r"\bdiv\.rn\.f32", ptx) and not re.search(r"div\.(full|approx)", ptx)
+    assert bool(re.search(r"\bsqrt\.rn\.f32", ptx)) == meanstd and not re.search(r"sqrt\.approx", ptx)
+    assert re.search(r"cvt\.rn\.f32\.s64", ptx), "int64 sums convert to float32 rounding to nearest"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("inplace,elem,kind,channels_last", [(False, "fp32", 1, False), (False, "u8", 0, False)])
-def test_sm90_build_spills_no_registers(inplace, elem, kind, channels_last):
+@pytest.mark.parametrize(
+    "inplace,elem,kind,channels_last,feather",
+    [(False, "fp32", 1, False, 0), (False, "u8", 0, False, 0), (False, "u8", 0, False, 8), (True, "fp32", 1, False, 8)],
+)
+def test_sm90_build_spills_no_registers(inplace, elem, kind, channels_last, feather):
     # ptxas (shipped with Triton) reports the registers: spills to local memory would slow every program down
-    kernel, values, constexprs = _variant(inplace, elem, kind, channels_last)
+    kernel, values, constexprs = _variant(inplace, elem, kind, channels_last, feather=feather, with_map=feather > 0)
     ptx = _compile_for_sm90(kernel, elem, values, constexprs)
     ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     if not ptxas.exists():
@@ -479,3 +606,48 @@ def test_cuda_overlapping_replayed_params_stop_with_a_device_assert():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
     assert res.returncode != 0 and "not stopped" not in res.stdout
     assert "share image pixels" in res.stderr or "device-side assert" in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "in_place"])
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", FORMATS)
+def test_triton_cuda_feather_map_and_match_equal_the_cpu(bank, dtype, channels, channels_last, inplace):
+    gpu = bank.to("cuda")
+    slots = _random_slots(bank, 16, 4, seed=50 + channels)
+    images = make_images(16, channels, CANVAS, dtype, channels_last=channels_last, seed=51)
+    cuda_slots = {k: v.cuda() for k, v in slots.items()}
+    placed = {k: v for k, v in slots.items() if k != "alpha"}
+    for mode in ("mean", "meanstd"):
+        cpu_map = match_with_bank(bank, images, **placed, mode=mode, path="loop")
+        cuda_map = match_with_bank(gpu, images.cuda(), **{k: cuda_slots[k] for k in placed}, mode=mode, path="triton")
+        for a, b in zip(cpu_map, cuda_map, strict=True):
+            _assert_same(b.cpu(), a)
+    maps = dict(zip(("gain", "offset"), cpu_map, strict=True))
+    a = paste_with_bank(bank, images, **slots, path="loop", feather=6, **maps)
+    cuda_maps = {k: v.cuda() for k, v in maps.items()}
+    b = paste_with_bank(gpu, images.cuda(), **cuda_slots, path="triton", inplace=inplace, feather=6, **cuda_maps)
+    _assert_same(b.cpu(), a)
+
+
+@pytest.mark.gpu
+def test_triton_cuda_match_and_feather_without_host_sync(bank, params):
+    gpu = bank.to("cuda")
+    p = params.to("cuda")
+    images = make_images(len(params), 3, CANVAS, torch.float32).cuda()
+
+    def call():
+        gain, offset = match_with_bank(gpu, images, p.boxes, p.patch_ids, p.active, mode="meanstd", path="auto")
+        return paste_with_bank(gpu, images, **_args(p), path="auto", gain=gain, offset=offset, feather=4)
+
+    call()  # compile outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    gain, offset = match_with_bank(bank, images.cpu(), params.boxes, params.patch_ids, params.active, mode="meanstd",
+                                   path="loop")  # fmt: skip
+    ref = paste_with_bank(bank, images.cpu(), **_args(params), path="loop", gain=gain, offset=offset, feather=4)
+    _assert_same(out.cpu(), ref)

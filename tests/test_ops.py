@@ -1,4 +1,5 @@
 import functools
+import math
 
 import pytest
 import torch
@@ -6,13 +7,16 @@ import torch
 import dadam.ops
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.ops import blend_values, paste_backend, paste_patches, round_to_uint8
+from dadam.paste.values import feather_ramp, intensity_map, map_patch_values, sqrt_nearest, stat_values
 from tests.helpers import (
     IMAGE_DTYPES,
     check_op,
     make_bank,
     make_images,
     make_label_table,
+    match_with_bank,
     paste_with_bank,
+    reference_match,
     reference_paste,
 )
 
@@ -281,3 +285,162 @@ def test_loop_path_by_name_works_on_cuda(bank, params):
     args = {k: v.cuda() for k, v in _batch_args(params).items()}
     out = paste_with_bank(gpu, images.cuda(), **args, path="loop")
     assert torch.equal(out.cpu(), _op(bank, "loop")(images, **_batch_args(params)))
+
+
+# ---------------------------------------------------------------- feather and match (dadam.paste.values)
+
+
+def _random_map(params, seed=0):
+    """A (B, K) gain in [0.5, 2] and offset in [-60, 60]: bright and dark maps, many values clamped at 0 or 255."""
+    g = torch.Generator().manual_seed(seed)
+    B, K = params.active.shape
+    return {"gain": 0.5 + 1.5 * torch.rand(B, K, generator=g), "offset": 120 * torch.rand(B, K, generator=g) - 60}
+
+
+@pytest.mark.parametrize("path", ["loop", "vectorised"])
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels,channels_last", [(1, False), (3, True)])
+@pytest.mark.parametrize("feather,with_map", [(3, False), (0, True), (5, True)], ids=["feather", "map", "both"])
+def test_feather_and_map_check_op(bank, params, path, dtype, channels, channels_last, feather, with_map):
+    # every check of check_op, and equal to the slow reference with the ramp and the affine map, in and out of place
+    images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=12)
+    args = {**_batch_args(params), **(_random_map(params) if with_map else {})}
+    ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
+    for inplace in (False, True):
+        op = functools.partial(paste_with_bank, bank, path=path, inplace=inplace)
+        out = check_op(
+            op,
+            images,
+            args,
+            other_args={"feather": feather},
+            reference=lambda images, **kw: ref(images, **kw),
+            inplace=inplace,
+        )
+    assert not torch.equal(out, paste_with_bank(bank, images, **_batch_args(params), path=path)), "options ignored"
+
+
+def test_feather_ramp_values_and_the_paste_reads_the_background(bank):
+    # one 6 x 9 patch pasted (alpha 1) with feather 2 on a constant background: the weights are the ramp's
+    pid = torch.tensor([[0]])
+    h, w = (int(v) for v in bank.sizes[0])
+    boxes = torch.tensor([[[10, 12, 10 + w, 12 + h]]])
+    images = torch.full((1, 1, CANVAS, CANVAS), 0.5)
+    out = _op(bank, "loop")(images, boxes, pid, torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 1), feather=2)
+    q = bank.patch(0).float() / 255
+    r = torch.arange(h)[:, None]
+    c = torch.arange(w)[None, :]
+    d = torch.minimum(torch.minimum(r, h - 1 - r), torch.minimum(c, w - 1 - c))
+    weight = torch.tensor([0.25, 0.75, 1.0])[d.clamp(max=2)]  # (d + 0.5) / 2, then full weight from d = 2 on
+    got = out[0, 0, 12 : 12 + h, 10 : 10 + w]
+    torch.testing.assert_close(got, weight * q + (1 - weight) * 0.5, rtol=0, atol=1e-6)
+    assert torch.equal(got[d >= 2], q[d >= 2]), "full weight must give exactly the patch"
+    assert torch.equal(out[0, 0, :12], images[0, 0, :12]), "pixels outside the box changed"
+    assert feather_ramp(torch.arange(5), 4).tolist() == [0.125, 0.375, 0.625, 0.875, 1.0]
+    assert feather_ramp(torch.arange(3), 0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_map_patch_values_and_stat_values():
+    q = torch.tensor([0, 100, 250], dtype=torch.uint8)
+    assert map_patch_values(q, torch.tensor(1.5), torch.tensor(-20.0)).tolist() == [0.0, 130.0, 255.0]
+    assert stat_values(torch.tensor([0.0, 0.5, 1.0, 0.5 / 255, 1.5 / 255])).tolist() == [0, 128, 255, 0, 2]  # to even
+    u = torch.tensor([3, 200], dtype=torch.uint8)
+    assert stat_values(u) is u
+
+
+def _slot_cases(bank, B=5, K=3, seed=0):
+    """Random slots (some clipped at the border or wholly outside, ~1/4 inactive) without overlaps."""
+    g = torch.Generator().manual_seed(seed)
+    pid = torch.randint(0, len(bank), (B, K), generator=g)
+    h, w = bank.sizes[pid].unbind(-1)
+    x0 = torch.randint(-25, CANVAS, (B, K), generator=g)
+    y0 = torch.randint(-25, CANVAS, (B, K), generator=g)
+    boxes = torch.stack([x0, y0, x0 + w, y0 + h], -1)
+    active = torch.rand(B, K, generator=g) < 0.75
+    boxes[0, 0, :2] = torch.tensor([-60, 3])  # wholly outside the image
+    return {"boxes": boxes, "patch_ids": pid, "active": active}
+
+
+@pytest.mark.parametrize("path", ["loop", "vectorised"])
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", ["mean", "meanstd"])
+def test_match_intensity_equals_the_reference(bank, path, dtype, channels_last, mode):
+    slots = _slot_cases(bank, seed=3)
+    images = make_images(5, 3, CANVAS, dtype, channels_last=channels_last, seed=13)
+    images[1, 1:] = 0  # only channel 0 counts
+    gain, offset = match_with_bank(bank, images, **slots, mode=mode, path=path)
+    ref_gain, ref_offset = reference_match(images, bank.pixels, bank.offsets, bank.sizes, **slots, mode=mode)
+    assert gain.dtype == offset.dtype == torch.float32 and gain.shape == slots["active"].shape
+    assert torch.equal(gain, ref_gain) and torch.equal(offset, ref_offset)
+    off = ~slots["active"]
+    off[0, 0] = True  # the box outside the image: the identity map
+    assert bool((gain[off] == 1).all() and (offset[off] == 0).all())
+    if mode == "mean":
+        assert bool((gain == 1).all())
+
+
+def test_match_makes_mean_and_std_equal_and_clamps_the_gain(bank):
+    # a flat recipient (std 0) clamps the gain at 1/4; a textured one gets the patch's std times the gain
+    pid = torch.tensor([[1]])
+    h, w = (int(v) for v in bank.sizes[1])
+    boxes = torch.tensor([[[4, 5, 4 + w, 5 + h]]])
+    active = torch.ones(1, 1, dtype=torch.bool)
+    q = bank.patch(1).double()
+    flat = torch.full((1, 1, CANVAS, CANVAS), 77, dtype=torch.uint8)
+    gain, offset = match_with_bank(bank, flat, boxes, pid, active, mode="meanstd", path="loop")
+    assert float(gain) == 0.25 and float(offset) == pytest.approx(77 - 0.25 * float(q.mean()), abs=1e-4)
+    images = make_images(1, 1, CANVAS, torch.uint8, seed=14)
+    x = images[0, 0, 5 : 5 + h, 4 : 4 + w].double()
+    gain, offset = match_with_bank(bank, images, boxes, pid, active, mode="meanstd", path="vectorised")
+    mapped = float(gain) * q + float(offset)
+    assert float(mapped.mean()) == pytest.approx(float(x.mean()), abs=1e-3)
+    assert float(mapped.std(unbiased=False)) == pytest.approx(float(x.std(unbiased=False)), rel=1e-5)
+    flat_patch = intensity_map(torch.tensor([[9, 900, 90000, 450, 22500]]), "meanstd")  # std of the patch 0
+    assert [t.tolist() for t in flat_patch] == [[1.0], [50.0]]
+
+
+def test_feather_and_map_bad_arguments(bank, params):
+    images = make_images(len(params), 1, CANVAS, torch.uint8)
+    args = (images, bank.pixels, bank.offsets, bank.sizes, *_batch_args(params).values())
+    with pytest.raises(ValueError, match="feather must be an int >= 0 \\(pixels\\), got -1"):
+        paste_patches(*args, max_size=bank.max_size, feather=-1)
+    with pytest.raises(ValueError, match="gain and offset go together: got gain a tensor and offset None"):
+        paste_patches(*args, max_size=bank.max_size, gain=torch.ones_like(params.alpha))
+    with pytest.raises(ValueError, match=r"offset must be a float tensor of shape \(12, 3\) \(one per slot\)"):
+        paste_patches(*args, max_size=bank.max_size, gain=torch.ones_like(params.alpha), offset=torch.zeros(12))
+    slots = (params.boxes, params.patch_ids, params.active)
+    with pytest.raises(ValueError, match=r"mode must be one of \('mean', 'meanstd'\), got 'none'"):
+        match_with_bank(bank, images, *slots, mode="none", path="auto")
+    with pytest.raises(ValueError, match="path must be"):
+        match_with_bank(bank, images, *slots, mode="mean", path="fast")
+    with pytest.raises(ValueError, match=r"active must have shape \(12, 3\)"):
+        match_with_bank(bank, images, params.boxes, params.patch_ids, params.active[:, :2], mode="mean", path="auto")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", IMAGE_DTYPES)
+def test_feather_map_and_match_cuda_equal_cpu(bank, params, dtype):
+    # the vectorised torch path on a GPU: the same bits as the CPU loop, for the paste and the map
+    images = make_images(len(params), 3, CANVAS, dtype, channels_last=True, seed=15)
+    gpu = bank.to("cuda")
+    slots = (params.boxes, params.patch_ids, params.active)
+    for mode in ("mean", "meanstd"):
+        cpu_map = match_with_bank(bank, images, *slots, mode=mode, path="loop")
+        cuda_map = match_with_bank(gpu, images.cuda(), *(t.cuda() for t in slots), mode=mode, path="vectorised")
+        assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu_map, cuda_map, strict=True)), mode
+    args = {**_batch_args(params), **_random_map(params)}
+
+    def op(images, **kw):
+        b = gpu if images.is_cuda else bank
+        return paste_with_bank(b, images, **kw, path="vectorised" if images.is_cuda else "loop", feather=6)
+
+    check_op(op, images, args, cuda=True)
+
+
+def test_the_square_root_of_the_map_is_correctly_rounded():
+    # float32 square roots rounded to nearest (torch's CPU sqrt can be 1 ulp off): the float64 root of a float32,
+    # correctly rounded by math.sqrt, rounds to the float32 one without a double-rounding error
+    x = torch.rand(20000, generator=torch.Generator().manual_seed(0)) * 16
+    expect = torch.tensor([math.sqrt(v) for v in x.double().tolist()], dtype=torch.float64).float()
+    assert torch.equal(sqrt_nearest(x), expect)
+    assert sqrt_nearest(torch.tensor(4.0)).item() == 2.0

@@ -40,6 +40,7 @@ Statistics and map are computed per slot on the device without a host sync; the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dadam.config import MATCH_MODES
@@ -53,6 +54,7 @@ __all__ = [
     "intensity_map",
     "map_patch_values",
     "round_to_uint8",
+    "sqrt_nearest",
     "stat_values",
 ]
 
@@ -154,6 +156,17 @@ def stat_values(images: torch.Tensor) -> torch.Tensor:
     return round_to_uint8(images.to(torch.float32) * 255)
 
 
+def sqrt_nearest(x: torch.Tensor) -> torch.Tensor:
+    """The IEEE square root of float32 values (correctly rounded), on every device.
+
+    torch's CPU ``sqrt`` may go through MKL's vector math, which is not always correctly rounded (1 ulp off for some
+    inputs); NumPy's float32 square root is the IEEE one, as are CUDA's ``sqrtf`` and Triton's ``sqrt_rn``.
+    """
+    if x.device.type == "cpu" and not x.requires_grad:
+        return torch.from_numpy(np.asarray(np.sqrt(x.numpy())))  # CPU-only path
+    return torch.sqrt(x)
+
+
 def intensity_map(sums: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The map ``(gain, offset)`` of each slot from its integer statistics (see the module docstring).
 
@@ -184,7 +197,7 @@ def intensity_map(sums: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Te
         vx = n * sxx - sx * sx  # exact int64: n^2 times the variances
         vq = n * sqq - sq * sq
         ratio = vx.to(torch.float32) / vq.clamp(min=1).to(torch.float32)
-        gain = torch.sqrt(ratio).clamp(*MATCH_GAIN_RANGE)
+        gain = sqrt_nearest(ratio).clamp(*MATCH_GAIN_RANGE)
         gain = torch.where(vq > 0, gain, 1.0)
         offset = mx - gain * mq
     else:
