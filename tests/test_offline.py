@@ -20,7 +20,7 @@ from dadam.data import decode_image
 from dadam.export import export, load_params
 from dadam.export import main as export_main
 from dadam.labels import CXR_LT_CLASSES
-from dadam.offline import Placement, augment_image, placements
+from dadam.offline import Placement, augment_image, match_map, placements
 from dadam.sampling import DadamParams
 from tests.helpers import NF, make_bank, make_images, make_label_table
 
@@ -68,6 +68,63 @@ def test_offline_equals_online(bank, train_labels, channels, dtype):
         np.testing.assert_array_equal(ref, _hwc(out[b]))  # bit-identical, every dtype
         # random patches on random images: a sample with a placed patch has changed pixels, one without has none
         assert bool((ref != before).any()) == bool(params.active[b].any()), b
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
+@pytest.mark.parametrize("match", ["mean", "meanstd"])
+def test_offline_equals_online_with_feather_and_match(bank, train_labels, channels, dtype, match):
+    labels = _mixed_labels(train_labels, 16)
+    images = make_images(16, channels, CANVAS, dtype, seed=2)
+    options = dict(p=1.0, jitter=0.1, feather=3, match=match, generator=1)
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(train_labels), **options)
+    out, _, params = aug(images, labels, return_params=True)
+    unmeasured = dataclasses.replace(params, gain=None, offset=None)  # as aug.sample() gives: measured here
+    for b in range(16):
+        recorded = augment_image(_hwc(images[b]), placements(bank, params, b, feather=3))
+        measured = augment_image(_hwc(images[b]), placements(bank, unmeasured, b, feather=3, match=match))
+        np.testing.assert_array_equal(recorded, _hwc(out[b]))
+        np.testing.assert_array_equal(measured, _hwc(out[b]))
+    plain = augment_image(_hwc(images[0]), placements(bank, unmeasured, 0))
+    assert not np.array_equal(plain, _hwc(out[0])), "the options changed nothing: the test would prove nothing"
+
+
+def test_match_map_values_and_placement_options(bank):
+    img = np.tile(np.array([[90, 110]], np.uint8), (4, 2))  # (4, 4): mean 100, std 10
+    patch = np.array([[0, 20], [0, 20]], np.uint8)  # mean 10, std 10
+    assert match_map(img, Placement(patch, 1, 1, 1.0, match="meanstd")) == (1.0, 90.0)
+    assert match_map(img, Placement(patch, 1, 1, 1.0, match="mean")) == (1.0, 90.0)
+    flat = np.full((4, 4), 0.5, np.float32)  # 128 on the 0..255 scale, std 0: the gain is clamped at 1/4
+    assert match_map(flat, Placement(patch, 0, 0, 1.0, match="meanstd")) == (0.25, 125.5)
+    assert match_map(img, Placement(patch, -5, 0, 1.0, match="meanstd")) == (1.0, 0.0)  # wholly outside
+    out = augment_image(img, [Placement(patch, 1, 1, 1.0, gain=2.0, offset=5.0, feather=1)])
+    assert out[1:3, 1:3].tolist() == [[58, 68], [58, 68]]  # 0.5 * (2 q + 5) + 0.5 * x: 57.5, 67.5 to even
+    with pytest.raises(ValueError, match=r"feather must be an int >= 0, got -2"):
+        placements(bank, DadamParams.cat([_params_of(bank)]), 0, feather=-2)
+    with pytest.raises(ValueError, match=r"match must be one of \('none', 'mean', 'meanstd'\), got 'x'"):
+        placements(bank, _params_of(bank), 0, match="x")
+
+
+def _params_of(bank):
+    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(make_label_table(500)), p=1.0, generator=0)
+    return aug.sample(make_label_table(500)[:2])
+
+
+def test_export_with_feather_and_match_equals_online(tmp_path, bank, train_labels):
+    labels = _mixed_labels(train_labels, 8)
+    table = _write_dataset(tmp_path / "src", labels, CANVAS)
+    out = tmp_path / "out"
+    config = DadamConfig(p=1.0, jitter=0.05, feather=4, match="meanstd")
+    stats = LabelStats.from_labels(train_labels)
+    export(table, tmp_path / "src", bank, stats, out, n=8, config=config, seed=0, progress=False)
+    params = load_params(out / "params.safetensors")
+    assert params.gain is None  # drawn without pixels: measured at paste time, online as offline
+    src = torch.stack([decode_image(tmp_path / "src" / p) for p in table["path"]])
+    online, _ = DiseasedAreaAugment.from_config(bank, stats, config)(src, labels, params=params)
+    df = _read_csv(out / "labels.csv")
+    for i in range(8):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / df["path"][i])), online[i, 0].numpy())
+    assert json.loads((out / "manifest.json").read_text())["config"]["match"] == "meanstd"
 
 
 def test_augment_image_values():
