@@ -9,7 +9,8 @@
   on CUDA).
 
 A forward of :class:`~dadam.augment.DiseasedAreaAugment` on a GPU is five launches: the ``ok`` word, the uniforms
-(``torch.rand``), the sampler kernel, the paste kernel and the one assert.
+(``torch.rand``), the sampler kernel, the paste kernel and the one assert; ``match`` adds the match kernel (six),
+``feather`` nothing (the ramp is computed in the paste kernel).
 
 On CPU tensors the kernels run under Triton's interpreter (slow; for tests and debugging).
 

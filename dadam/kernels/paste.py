@@ -24,13 +24,16 @@ stores are contiguous). Image offsets inside one image are int32, the image base
 Checks (the ``ok`` word of :mod:`dadam.kernels.runtime`): both kernels store 0 into ``ok`` where two active patches
 of a sample cover the same image pixel; with ``check_values`` they also do where a float pixel they read is outside
 ``[0, 1]`` (or NaN). Out of place every pixel is read, so the value check is complete; in place only the background
-under blended patches is read, so only those pixels are checked.
+under blended patches and feather ramps is read, so only those pixels are checked.
 
-Values are bit-identical to :func:`dadam.ops.blend_values`: float32 ``alpha * q + (1 - alpha) * x`` evaluated as
-three separately rounded operations (launched with ``enable_fp_fusion=False``: no FMA contraction), ``q / 255`` as an
-IEEE division (``div_rn``, not Triton's approximate ``/``), uint8 rounding half-to-even by the ``1.5 * 2**23`` trick
-(exact for ``0 <= v <= 255``), float16 by the round-to-nearest-even cast, and bfloat16 by explicit bit arithmetic
-(round-to-nearest-even, NaN kept a NaN) on an int16 view of the image. Pixels without a patch are copied bit for bit.
+Values are bit-identical to the rule of :mod:`dadam.paste.values`: with ``MAP`` the patch value is first
+``min(max(g * q + o, 0), 255)``; with ``FEATHER = F`` the weight is ``alpha * min(1, (d + 0.5) / F)`` (``div_rn``;
+``d`` the pixel's distance to the nearest box edge), and a paste then reads the background under its ramp; then
+float32 ``w * q + (1 - w) * x`` evaluated as three separately rounded operations (launched with
+``enable_fp_fusion=False``: no FMA contraction), ``q / 255`` as an IEEE division (``div_rn``, not Triton's
+approximate ``/``), uint8 rounding half-to-even by the ``1.5 * 2**23`` trick (exact for ``0 <= v <= 255``), float16
+by the round-to-nearest-even cast, and bfloat16 by explicit bit arithmetic (round-to-nearest-even, NaN kept a NaN) on
+an int16 view of the image. Pixels without a patch are copied bit for bit.
 """
 
 from __future__ import annotations
