@@ -128,7 +128,9 @@ def lung_box(images: torch.Tensor) -> torch.Tensor:
     base = _base(rows, seed, idx)  # (B K,) the row below the base
     filled = strips.sum(2) > 0  # (B, K) strips with a column (a narrow lung has fewer than STRIPS)
     top = torch.where(filled, apex.view(B, -1), n).amin(1)  # (B,)
-    bottom = torch.where(filled, base.view(B, -1), 0).amax(1)  # (B,)
+    based = filled & (base.view(B, -1) < n)  # (B, K) strips that reach the abdomen's level
+    bottom = torch.where(based, base.view(B, -1), 0).amax(1)  # (B,)
+    bottom = torch.where(based.any(1), bottom, n)
     empty = top >= bottom  # (B,) no lung column at all: the whole height
     top, bottom = torch.where(empty, 0, top), torch.where(empty, n, bottom)
     return torch.stack([left, top, right + 1, bottom], 1).to(torch.float32) / n  # (B, 4)

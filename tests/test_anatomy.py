@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import argparse
 import collections
-import pathlib
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torchvision.transforms.v2 import functional as TF
 
+from benchmarks.lung_box import ANNOTATIONS, phantom_chests, real_chests
 from dadam import DiseasedAreaAugment, LabelStats, PatchBank
 from dadam.anatomy import LUNG_BOX_COLUMNS, lung_box
 from dadam.config import DadamConfig, add_dadam_arguments, dadam_config_from_args
 from dadam.formats import lung_boxes_tensor, read_label_table
-from dadam.io import read_image
 from dadam.offline import augment_image, placements
 from tests.helpers import NF, fake_cuda, make_bank, make_label_table
 
-ANNOTATIONS = pathlib.Path(__file__).parent / "data" / "nih_lung_boxes.csv"
 CANVAS = 64
 
 
@@ -41,28 +38,11 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out)
 
 
-def _phantoms(seeds, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normal phantom chests ``(N, 1, size, size)`` uint8 and their lung-field boxes ``(N, 4)`` normalised, as the
-    generator draws them (the box of its lung-field mask)."""
-    from dadam.synthetic.anatomy import sample_anatomy
-    from dadam.synthetic.body import ChestLayers
-    from dadam.synthetic.chest import compose_radiograph
-    from dadam.synthetic.drawing import box_from_mask
-
-    images, boxes = [], []
-    for seed in seeds:
-        anatomy_rng, _, grain_rng = np.random.default_rng(seed).spawn(3)
-        layers = ChestLayers(sample_anatomy(size, anatomy_rng), anatomy_rng)
-        images.append(torch.from_numpy(compose_radiograph(layers, grain_rng))[None])
-        boxes.append(box_from_mask(layers.full.lung_field > 0.5))
-    return torch.stack(images), torch.tensor(boxes, dtype=torch.float32) / size
-
-
 # ------------------------------------------------------------------------------------------------- the estimate
 
 
 def test_lung_box_finds_the_phantoms_lung_fields():
-    images, truth = _phantoms(range(100, 124))
+    images, truth = phantom_chests(range(100, 124))
     found = lung_box(images)
     iou = _iou(found, truth)
     assert iou.min() >= 0.8 and iou.median() >= 0.85, iou
@@ -72,17 +52,9 @@ def test_lung_box_finds_the_phantoms_lung_fields():
 
 
 def test_lung_box_against_the_hand_annotated_nih_images(shared_data):
-    table = pd.read_csv(ANNOTATIONS, comment="#")
-    assert len(table) == 32 and set(table.confidence) == {"high", "low"}
-    images = torch.stack(
-        [
-            TF.resize(
-                read_image(shared_data / "nih14" / "images" / name, dtype=torch.uint8), [448, 448], antialias=True
-            )
-            for name in table.image_id
-        ]
-    )  # (32, 1, 448, 448), the training canvas
-    truth = torch.tensor(table[["x0", "y0", "x1", "y1"]].to_numpy() / 1024, dtype=torch.float32)
+    images, truth, table = real_chests(shared_data, 448)  # (32, 1, 448, 448): the training canvas
+    assert len(table) == 32 and set(table.confidence) == {"high", "low"} and ANNOTATIONS.name == "nih_lung_boxes.csv"
+    assert truth[0].tolist() == pytest.approx([67 / 1024, 153 / 1024, 853 / 1024, 765 / 1024])  # the CSV's first row
     iou = _iou(lung_box(images), truth)
     assert iou.median() >= 0.8, iou  # measured: 0.85 (python -m benchmarks.lung_box)
     assert iou.min() >= 0.25, iou
@@ -91,7 +63,7 @@ def test_lung_box_against_the_hand_annotated_nih_images(shared_data):
 
 
 def test_lung_box_is_per_image_and_keeps_the_input():
-    images, _ = _phantoms(range(5))
+    images, _ = phantom_chests(range(5))
     copy, version = images.clone(), images._version
     batch = lung_box(images)
     assert images._version == version and torch.equal(images, copy)
@@ -157,7 +129,7 @@ def test_lung_placement_in_the_module_replays_and_matches_the_offline_reference(
     bank = bank.with_lung_boxes(torch.cat([lo, lo + 0.4 + torch.rand(len(bank), 2, generator=g) * 0.3], 1))
     stats = LabelStats.from_labels(table)
     aug = DiseasedAreaAugment(bank, stats, p=1.0, max_patches=3, jitter=0.05, placement="lung", generator=7)
-    images, _ = _phantoms(range(16), size=CANVAS)  # chests: lung boxes worth estimating
+    images, _ = phantom_chests(range(16), size=CANVAS)  # chests: lung boxes worth estimating
     labels = table[:16]
     out, new_labels, params = aug(images, labels, return_params=True)
     estimated = lung_box(images)
