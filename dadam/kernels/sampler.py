@@ -10,6 +10,8 @@ the whole rule for ``BLOCK`` samples per program, reading the same ``(B, columns
   CDF of the co-occurrence rule (:func:`dadam.sampling.draws.sequential_cdf`: a float64 running sum from the first
   class to the last, each partial sum rounded to float32; the class is the number of CDF values ``<= u * total``
   that are below the total), the template row and its covered classes as a bit mask, the patch of slot 0;
+- with ``placement="lung"`` every box is first moved into the recipient's lung box (the anchor of its patch, a
+  table, and the sample's lung box: :func:`dadam.anatomy.lung_corner`, the same float32 operations);
 - per further slot, its ``candidates`` side by side (a ``(BLOCK, RP)`` tile): the class among the template's
   remaining classes (the same inverse CDF over 0 / 1 weights), the patch, the jittered box, the overlap test
   against the boxes placed so far (read back from the output after a barrier), the first fitting one kept;

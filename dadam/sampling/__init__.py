@@ -12,6 +12,10 @@ over a whole label table on the CPU. Each companion rule is two steps:
    candidate that overlaps no placed patch taken with ``argmax``. The new labels come from :func:`apply_labels`,
    the same function a replay uses.
 
+Where a patch goes (``DadamConfig.placement``): its aligned box, or (``"lung"``) that box mapped from its donor's
+lung-field box into the recipient's (the ``lung_boxes`` of :func:`sample_batch`; the rule is in
+:mod:`dadam.anatomy`), then jittered. Placement draws no random number: both give the same stream.
+
 Nothing syncs with the host: it runs under ``torch.cuda.set_sync_debug_mode("error")``.
 
 On CUDA the co-occurrence rule runs as one Triton kernel (:mod:`dadam.kernels.sampler`): two launches per call,
