@@ -909,9 +909,9 @@ def test_chestx_det_not_utf8(tmp_path):
 def test_public_names_of_the_package():
     assert sorted(dadam.formats.__all__) == sorted(
         [
-            "BORDER_TOLERANCE", "BOX_COLUMNS", "LABEL_FORMATS", "ReadReport", "labels_tensor", "read_chestx_det",
-            "read_cxr_lt", "read_label_table", "read_mimic", "read_mura", "read_nih_boxes", "read_nih_labels",
-            "read_vindr",
+            "BORDER_TOLERANCE", "BOX_COLUMNS", "LABEL_FORMATS", "LUNG_BOX_COLUMNS", "ReadReport", "labels_tensor",
+            "lung_boxes_tensor", "read_chestx_det", "read_cxr_lt", "read_label_table", "read_mimic", "read_mura",
+            "read_nih_boxes", "read_nih_labels", "read_vindr",
         ]
     )  # fmt: skip
     for name in dadam.formats.__all__:
