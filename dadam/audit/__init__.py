@@ -7,6 +7,9 @@
   :func:`plot_companion_comparison` (both companion rules side by side);
 - :mod:`dadam.audit.grid`: :func:`save_grid`, augmented images with the placed boxes (red: pasted, cyan: blended);
 - :mod:`dadam.audit.phantom`: :func:`phantom_bank`, a bank of phantom lesions of every class (or of a few);
+- :mod:`dadam.audit.realism`: how realistic the pastes look: :func:`border_step_ratio` (the seam against the natural
+  step at the same place), :func:`interior_pearson` (the lesion kept inside), :func:`realism_table` and
+  :func:`save_realism_grid` (the paper's paste, ``feather`` and ``match`` side by side);
 - :mod:`dadam.audit.cli`: the command line, ``python -m dadam.audit --help`` (:func:`main`).
 
 Every file is written atomically (:func:`dadam.files.atomic_write`).
@@ -21,19 +24,33 @@ from dadam.audit.figures import plot_companion_comparison, plot_correlation, plo
 from dadam.audit.grid import BLEND_COLOR, PASTE_COLOR, save_grid
 from dadam.audit.label_audit import AuditResult, audit_labels, labels_per_image
 from dadam.audit.phantom import phantom_bank
+from dadam.audit.realism import (
+    REALISM_OPTIONS,
+    border_step_ratio,
+    format_realism_table,
+    interior_pearson,
+    realism_table,
+    save_realism_grid,
+)
 
 __all__ = [
     "BLEND_COLOR",
     "PASTE_COLOR",
+    "REALISM_OPTIONS",
     "AuditResult",
     "audit_labels",
+    "border_step_ratio",
+    "format_realism_table",
+    "interior_pearson",
     "labels_per_image",
     "main",
     "phantom_bank",
     "plot_companion_comparison",
     "plot_correlation",
     "plot_label_distribution",
+    "realism_table",
     "save_grid",
+    "save_realism_grid",
 ]
 
 

@@ -8,6 +8,9 @@ Examples::
     python -m dadam.audit --labels Data_Entry_2017_v2020.csv --labels-format nih --stats-labels phantom \\
         --boxes BBox_List_2017.csv --box-images nih/images --canvas 448 --out audit/ --prefix nih_ \\
         --grid --images nih --grid-ids 00000129_000.png 00000427_000.png --p 1
+    python -m dadam.audit --labels nih/Data_Entry_2017_v2020.csv --labels-format nih --stats-labels phantom \\
+        --boxes nih/BBox_List_2017.csv --box-images nih/images --canvas 448 --images nih --p 1 \\
+        --realism --realism-seeds 10 --out docs/images --prefix nih_
 """
 
 from __future__ import annotations
@@ -90,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="audit both companion rules (--companions is ignored) and write only {prefix}companions.json and "
         "{prefix}companions.png, the figures of both side by side",
     )
+    out.add_argument(
+        "--realism",
+        action="store_true",
+        help="measure the realism of the pastes over every row of the label table (with --images): the border-step "
+        "ratio and the interior Pearson of the paper's paste, feather and match side by side; write only "
+        "{prefix}realism.json and {prefix}realism.png",
+    )
+    out.add_argument("--realism-seeds", type=int, default=10, help="draws (seeds 0..N-1) of --realism")
     out.add_argument("--grid", action="store_true", help="also write {prefix}grid.png of augmented images")
     out.add_argument("--images", default=None, help="root the label table's paths are relative to (for --grid)")
     out.add_argument("--grid-ids", nargs="*", default=None, help="image_ids to show (default: the first --grid-n)")
@@ -139,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(bank)
         out = pathlib.Path(args.out)
         run = dict(seed=args.seed, repeats=args.repeats, progress=True)
-        if args.compare_companions:
+        if args.realism:
+            written = _realism(args, table, bank, stats, config, out)
+        elif args.compare_companions:
             written = _compare_companions(table, bank, stats, config, run, out, args.prefix, args)
         else:
             result = audit_labels(table, bank, stats, config=config, **run)
@@ -147,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written.append(plot_label_distribution(result, out / f"{args.prefix}dist.png"))
             written.append(plot_correlation(result, out / f"{args.prefix}corr.png"))
             print(result.headline())
-        if args.grid:
+        if args.grid and not args.realism:
             written.append(_grid(args, table, bank, stats, config, out / f"{args.prefix}grid.png"))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -195,13 +208,41 @@ def _compare_companions(table, bank, stats, config, run, out: pathlib.Path, pref
     return [path, plot_companion_comparison(results, out / f"{prefix}companions.png")]
 
 
+def _decode_rows(args, rows: pd.DataFrame, canvas: int) -> torch.Tensor:
+    """``(B, 1, S, S)`` uint8: the rows' images decoded at the bank's canvas (paths relative to ``--images``)."""
+    from dadam.data import decode_image
+
+    if args.images is None or "path" not in rows.columns:
+        raise ValueError("--grid and --realism need --images and a label table with a 'path' column")
+    root = pathlib.Path(args.images)
+    paths = rows["path"].astype(str)
+    return torch.stack([decode_image(root / p if not os.path.isabs(p) else p, canvas=canvas) for p in paths])
+
+
+def _realism(args, table: pd.DataFrame, bank: PatchBank, stats, config: DadamConfig, out: pathlib.Path) -> list:
+    """The realism table over every row (:func:`dadam.audit.realism.realism_table`) as JSON and its grid PNG."""
+    from dadam.audit.realism import format_realism_table, realism_table, save_realism_grid
+
+    if args.realism_seeds < 1:
+        raise ValueError(f"--realism-seeds must be >= 1, got {args.realism_seeds}")
+    images = _decode_rows(args, table, bank.canvas)
+    labels = labels_tensor(table, class_names=bank.class_names)
+    stats = LabelStats.from_labels(table, class_names=bank.class_names) if stats is None else stats
+    result = realism_table(images, labels, bank, stats, config=config, seeds=range(args.realism_seeds))
+    text = format_realism_table(result)
+    print(text)
+    doc = {"command": "python -m dadam.audit " + " ".join(args.argv), **result, "markdown": text}
+    out.mkdir(parents=True, exist_ok=True)
+    path = atomic_write(out / f"{args.prefix}realism.json", json.dumps(doc, indent=1) + "\n")
+    grid = save_realism_grid(images, labels, bank, stats, out / f"{args.prefix}realism.png", config=config, seed=0,
+                             crop=224)  # fmt: skip
+    return [path, grid]
+
+
 def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, config: DadamConfig, path: pathlib.Path) -> pathlib.Path:
     """Decode the chosen rows at the bank's canvas, run DADAM on them (seeded) and save the grid."""
     from dadam.augment import DiseasedAreaAugment
-    from dadam.data import decode_image
 
-    if args.images is None or "path" not in table.columns:
-        raise ValueError("--grid needs --images and a label table with a 'path' column")
     if args.grid_ids:
         ids = table["image_id"].astype(str)
         unknown = [i for i in args.grid_ids if i not in set(ids)]
@@ -210,10 +251,7 @@ def _grid(args, table: pd.DataFrame, bank: PatchBank, stats, config: DadamConfig
         rows = table.set_index(ids, drop=False).loc[args.grid_ids]
     else:
         rows = table.head(args.grid_n)
-    root = pathlib.Path(args.images)
-    images = torch.stack(
-        [decode_image(root / p if not os.path.isabs(p) else p, canvas=bank.canvas) for p in rows["path"].astype(str)]
-    )  # (B, 1, S, S) uint8
+    images = _decode_rows(args, rows, bank.canvas)  # (B, 1, S, S) uint8
     labels = labels_tensor(rows, class_names=bank.class_names)
     stats = LabelStats.from_labels(table, class_names=bank.class_names) if stats is None else stats
     aug = DiseasedAreaAugment.from_config(bank, stats, config, generator=args.seed)
