@@ -6,7 +6,8 @@
 - :func:`offline_group`: the offline reference, per image and ``export()`` end to end;
 - :func:`train_group`: an FPSM training step with and without DADAM;
 - :func:`pipeline_group`: JPEG files to device batches, torch ``DataLoader`` against DALI;
-- :func:`~benchmarks.sampler.sampler_group`: the sampler alone over 100k label rows, per companion rule.
+- :func:`~benchmarks.sampler.sampler_group`: the sampler alone over 100k label rows, per companion rule;
+- :func:`~benchmarks.realism.realism_group`: the forward with ``feather`` and ``match`` against the hard paste.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from benchmarks.inputs import (
     write_jpegs,
 )
 from benchmarks.loader import loader_group
+from benchmarks.realism import realism_group
 from benchmarks.results import Result, add_ratios, check_targets
 from benchmarks.sampler import sampler_group
 from benchmarks.timing import (
@@ -446,7 +448,7 @@ def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tup
 
     results: list[Result] = []
     wall = group_wall_s if group_wall_s is not None else {}
-    steps = len(cfg.configs) * 6 + 4
+    steps = len(cfg.configs) * 7 + 4
     with tqdm(total=steps, disable=not cfg.progress, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         for name, group in (
             ("augment", augment_group),
@@ -455,6 +457,7 @@ def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tup
             ("pipeline", pipeline_group),
             ("sampler", sampler_group),
             ("loader", loader_group),
+            ("realism", realism_group),
         ):
             t0 = time.perf_counter()
             results += group(cfg, bar)

@@ -21,6 +21,7 @@ CUDA_TARGETS = {
     "dadam_vs_kornia_cutmix": 500.0,
     "fpsm_overhead_pct": 0.5,
     "dadam_vs_offline": 1000.0,
+    "realism_options_overhead_pct": 10.0,
 }
 CPU_TARGETS = {"dadam_vs_naive_loop": 1.0, "sampler_100k_rows_s": 3.0}
 
@@ -199,6 +200,13 @@ def check_targets(results: list[Result], device: torch.device | str) -> list[dic
         for r in sampler:
             if "no_host_sync" in r.extra:
                 check(f"{r.name} without host sync", r.extra["no_host_sync"] is True)
+        for r in results:  # the realism options against the hard paste of the same run
+            if r.group == "realism" and r.batch == 256 and r.images_per_s and "overhead_vs_hard_paste_pct" in r.extra:
+                if r.name == "DADAM (hard paste)":
+                    continue
+                name = f"{r.name} cost over the hard paste B=256 {r.shape[0]}ch {r.dtype} (%)"
+                value = r.extra.get("overhead_vs_hard_paste_pct")
+                add(name, value, CUDA_TARGETS["realism_options_overhead_pct"], "<=", r)
     else:
         for r in dadam:
             name = f"DADAM vs naive loop B={r.batch} {r.shape[0]}ch {r.dtype}"

@@ -29,13 +29,6 @@ def _slot_rows(offsets, sizes, boxes, patch_ids, active):
     return slots, info.tolist()  # CPU-only path
 
 
-def _edge_distance(y0, x0, h, w, ys, ye, xs, xe) -> np.ndarray:
-    """``(h', w')`` int64: ``min(r, c, h - 1 - r, w - 1 - c)`` over the clipped box (patch row ``r``, column ``c``)."""
-    r = np.arange(ys - y0, ye - y0)
-    c = np.arange(xs - x0, xe - x0)
-    return np.minimum(np.minimum(r, h - 1 - r)[:, None], np.minimum(c, w - 1 - c)[None, :])
-
-
 def paste_loop(
     images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, *, gain=None, offset=None, feather=0, inplace=False
 ):
@@ -71,6 +64,7 @@ def paste_loop(
         maps = torch.stack([gain.reshape(-1), offset.reshape(-1)], 1).to(torch.float32).numpy()[slots]
     # the ramp at distances 0..F (1 from F on), computed once by the one rule
     ramp = feather_ramp(torch.arange(feather + 1), feather).numpy() if feather else None  # CPU-only path
+    ramps: dict[tuple[int, int], np.ndarray] = {}  # (h, w) -> the ramp factors of a patch of that size
     uint8 = images.dtype == torch.uint8
     for n, ((i, x0, y0, off, h, w), a) in enumerate(zip(rows, a32.tolist(), strict=True)):  # CPU-only path: host ints
         b = i // K
@@ -80,10 +74,7 @@ def paste_loop(
         patch = pix[off : off + h * w].reshape(h, w)[ys - y0 : ye - y0, xs - x0 : xe - x0]  # (h', w') uint8 view
         region = o[b, :, ys:ye, xs:xe]  # (C, h', w') view, broadcast over the channels
         a = np.float32(a)
-        weight = None  # (h', w') float32 weight map, or None: the slot weight a everywhere
-        if ramp is not None:
-            weight = a * ramp[np.minimum(_edge_distance(y0, x0, h, w, ys, ye, xs, xe), feather)]
-        if maps is None and weight is None and a >= 1:  # the hard paste: exactly the patch
+        if maps is None and ramp is None and a >= 1:  # the hard paste: exactly the patch
             region[...] = patch if uint8 else patch.astype(np.float32) / _F255
             continue
         p = patch.astype(np.float32)  # (h', w') float32 copy
@@ -93,22 +84,36 @@ def paste_loop(
             np.clip(p, 0, 255, out=p)
         if not uint8:
             p /= _F255
-        if weight is None and a >= 1:
-            mixed = np.broadcast_to(p, region.shape)
-        elif weight is None:
-            p *= a  # alpha * p
-            mixed = region.astype(np.float32)
-            mixed *= _ONE - a  # (1 - alpha) * x, the float32 1 - alpha of blend_values
-            mixed += p  # (C, h', w')
-        else:
-            mixed = region.astype(np.float32)
-            mixed *= _ONE - weight  # (1 - w) * x
-            mixed += weight * p  # + w * p
-            np.copyto(mixed, np.broadcast_to(p, mixed.shape), where=weight >= 1)  # w >= 1: exactly p
-        if uint8:
-            mixed = np.clip(np.rint(mixed), 0, 255)  # round_to_uint8: half to even, clamped
-        region[...] = mixed  # one rounding to the image dtype (exact for uint8)
+        weight = a
+        if ramp is not None:  # the ramp of an (h, w) patch, cut to the region: one map per patch size and call
+            if (h, w) not in ramps:
+                r, c = np.arange(h), np.arange(w)
+                d = np.minimum(np.minimum(r, h - 1 - r)[:, None], np.minimum(c, w - 1 - c)[None, :])
+                ramps[h, w] = ramp[np.minimum(d, feather)]  # (h, w) float32
+            weight = a * ramps[h, w][ys - y0 : ye - y0, xs - x0 : xe - x0]  # (h', w') float32
+        _write(region, p, weight, uint8)
     return out
+
+
+def _write(region: np.ndarray, p: np.ndarray, weight, uint8: bool) -> None:
+    """Write ``v = p`` where ``weight >= 1`` else ``weight * p + (1 - weight) * x`` into ``region`` (``(C, h, w)``
+    view; ``p`` ``(h, w)`` float32 on the image's scale; ``weight`` a float32 scalar or ``(h, w)`` map), rounded
+    half to even and clamped for uint8. ``p`` may be modified."""
+    if np.ndim(weight) == 0 and weight >= 1:
+        mixed = np.broadcast_to(p, region.shape)
+    elif np.ndim(weight) == 0:
+        p *= weight  # alpha * p
+        mixed = region.astype(np.float32)
+        mixed *= _ONE - weight  # (1 - alpha) * x, the float32 1 - alpha of blend_values
+        mixed += p  # (C, h, w)
+    else:
+        mixed = region.astype(np.float32)
+        mixed *= _ONE - weight  # (1 - w) * x
+        mixed += weight * p  # + w * p
+        np.copyto(mixed, np.broadcast_to(p, mixed.shape), where=weight >= 1)  # w >= 1: exactly p
+    if uint8:
+        mixed = np.clip(np.rint(mixed), 0, 255)  # round_to_uint8: half to even, clamped
+    region[...] = mixed  # one rounding to the image dtype (exact for uint8)
 
 
 def paste_loop_torch(
