@@ -5,7 +5,7 @@ each ``(batch, channels, dtype)`` of the config, timed in interleaved rounds so 
 
 - ``DADAM (hard paste)``: the defaults (``feather=0, match="none"``);
 - ``DADAM feather=8``: the ramp, computed inside the paste kernel (no launch added);
-- ``DADAM match=meanstd``: the statistics and the map (one launch on CUDA, the match kernel);
+- ``DADAM match=meanstd``: the statistics and the map (two launches on CUDA: the zeroed sums and the match kernel);
 - ``DADAM feather=8, match=meanstd``: both (the setting of the realism targets).
 
 Every module draws with the same seed, so call ``i`` of each places the same patches. ``overhead_vs_hard_paste_pct``

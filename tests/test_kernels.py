@@ -501,12 +501,15 @@ def test_ptx_for_sm90_with_feather_and_map_keeps_the_value_rule(inplace, elem, k
 def test_ptx_for_sm90_of_the_match_kernel_uses_ieee_division_and_square_root(elem, kind, meanstd):
     S = 448
     values = {"K": 4, "H": S, "W": S, "s_b": 3 * S * S, "s_h": S, "s_w": 1}
-    constexprs = dict(KIND=kind, CHECK=kind != 0, MEANSTD=meanstd, GAIN_LO=0.25, GAIN_HI=4.0, BLOCK=1024, BW=64)
+    constexprs = dict(
+        KIND=kind, CHECK=kind != 0, MEANSTD=meanstd, GAIN_LO=0.25, GAIN_HI=4.0, BLOCK=1024, BW=64, SPLIT=8
+    )
     ptx = _compile_for_sm90(kernels_match._match_kernel, elem, values, constexprs)
     assert not re.search(r"\bfma\.", ptx), "fma contraction would break bit-identity with torch"
     assert re.search(r"\bdiv\.rn\.f32", ptx) and not re.search(r"div\.(full|approx)", ptx)
     assert bool(re.search(r"\bsqrt\.rn\.f32", ptx)) == meanstd and not re.search(r"sqrt\.approx", ptx)
     assert re.search(r"cvt\.rn\.f32\.s64", ptx), "int64 sums convert to float32 rounding to nearest"
+    assert re.search(r"atom\.global\.gpu\.acq_rel\.add\.u64", ptx), "the parts' sums: int64 atomics, acquire/release"
 
 
 @pytest.mark.slow

@@ -3,14 +3,14 @@
 - :mod:`dadam.kernels.runtime`: what the kernels share (the ``ok`` word, the CPU interpreter, the first-use build).
 - :mod:`dadam.kernels.paste`: the paste / blend of bank patches into images (:func:`paste_patches_triton`), out of
   place (one kernel writes every output pixel) or in place (only the patch pixels);
-- :mod:`dadam.kernels.match`: the intensity map of ``match`` (:func:`match_intensity_triton`), one program per slot
-  (one more launch per forward with ``match`` on).
+- :mod:`dadam.kernels.match`: the intensity map of ``match`` (:func:`match_intensity_triton`), a few programs per
+  slot (two more launches per forward with ``match`` on: the zeroed sums and the kernel).
 - :mod:`dadam.kernels.sampler`: the co-occurrence sampler in one launch (used by :func:`dadam.sampling.sample_batch`
   on CUDA).
 
 A forward of :class:`~dadam.augment.DiseasedAreaAugment` on a GPU is five launches: the ``ok`` word, the uniforms
-(``torch.rand``), the sampler kernel, the paste kernel and the one assert; ``match`` adds the match kernel (six),
-``feather`` nothing (the ramp is computed in the paste kernel).
+(``torch.rand``), the sampler kernel, the paste kernel and the one assert; ``match`` adds the zeroed sums and the
+match kernel (seven), ``feather`` nothing (the ramp is computed in the paste kernel).
 
 On CPU tensors the kernels run under Triton's interpreter (slow; for tests and debugging).
 

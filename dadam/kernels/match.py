@@ -1,13 +1,15 @@
-"""Triton kernel of :func:`dadam.ops.match_intensity`: each slot's statistics and intensity map in one launch.
+"""Triton kernel of :func:`dadam.ops.match_intensity`: each slot's statistics and intensity map, no host sync.
 
 Why a kernel: the statistics are sums over ragged boxes, one per slot, each at its own place in its own image; torch
 would pad every box to the bank's largest patch (:mod:`dadam.paste.vectorised`) or loop over the slots on the host.
-Here one program per slot (grid ``B * K``) walks its box clipped to the image in tiles of ``BLOCK`` pixels and
-accumulates the integer sums of :mod:`dadam.paste.values` (the recipient's channel 0 on the bank's 0..255 scale, and
-the patch's pixels), then computes ``(gain, offset)`` with the float32 operations of
-:func:`dadam.paste.values.intensity_map`, in the same order: integer-to-float conversions round to nearest, the
-divisions are IEEE (``div_rn``), the square root too (``sqrt_rn``), and the launch disables FMA contraction. The sums
-are exact integers, so their order does not matter: the map is bit-identical to the torch paths'.
+Here ``SPLIT`` programs per slot (grid ``(B * K, SPLIT)``) walk every ``SPLIT``-th tile of ``BLOCK`` pixels of the
+slot's box clipped to the image and accumulate the integer sums of :mod:`dadam.paste.values` (the recipient's channel
+0 on the bank's 0..255 scale, and the patch's pixels); each adds its sums into the slot's with integer atomics (exact
+in any order) and counts itself done, and the slot's last program computes ``(gain, offset)`` with the float32
+operations of :func:`dadam.paste.values.intensity_map`, in the same order: integer-to-float conversions round to
+nearest, the divisions are IEEE (``div_rn``), the square root too (``sqrt_rn``), and the launch disables FMA
+contraction. The sums are exact integers, so their order does not matter: the map is bit-identical to the torch
+paths'. Two launches: the zeroed sums (a fill) and the kernel.
 
 Checks (the ``ok`` word of :mod:`dadam.kernels.runtime`): with ``check_values`` a float pixel it reads outside
 ``[0, 1]`` (or NaN) stores 0 into ``ok``.
@@ -23,6 +25,7 @@ from dadam.paste.values import MATCH_GAIN_RANGE
 __all__ = ["HAS_TRITON", "match_intensity_triton"]
 
 BLOCK, BW = 1024, 64  # pixels per tile, columns per tile row (16 rows)
+SPLIT = 8  # programs per slot: a large box is walked by several programs at once
 _KIND = {torch.uint8: 0, torch.float16: 1, torch.float32: 1, torch.bfloat16: 2}
 _NUM_WARPS = 4
 _INT32 = 2**31
@@ -49,6 +52,7 @@ if HAS_TRITON:
         active_ptr,  # (B*K,) uint8
         gain_ptr,  # (B*K,) float32 out
         offset_ptr,  # (B*K,) float32 out
+        sums_ptr,  # (B*K, 5) int64, zeros: Sx, Sxx, Sq, Sqq and the count of parts done, per slot
         ok_ptr,  # (1,) int32: 0 stored on a bad float value (read with CHECK only)
         K,  # slots per image
         H,
@@ -63,8 +67,10 @@ if HAS_TRITON:
         GAIN_HI: tl.constexpr,
         BLOCK: tl.constexpr,
         BW: tl.constexpr,
+        SPLIT: tl.constexpr,  # programs per slot
     ):
         slot = tl.program_id(0)
+        part = tl.program_id(1)  # this program takes the tiles part, part + SPLIT, ... of the slot's box
         pid = tl.load(patch_ids_ptr + slot)
         h = tl.load(sizes_ptr + 2 * pid).to(tl.int32)
         w = tl.load(sizes_ptr + 2 * pid + 1).to(tl.int32)
@@ -88,7 +94,7 @@ if HAS_TRITON:
         acc_xx = tl.full((BLOCK,), 0, tl.int32)
         acc_q = tl.full((BLOCK,), 0, tl.int32)
         acc_qq = tl.full((BLOCK,), 0, tl.int32)
-        for t in range(0, n_tiles):
+        for t in range(part, n_tiles, SPLIT):
             y = ys + (t // n_bw) * (BLOCK // BW) + ti
             x = xs + (t % n_bw) * BW + tj
             m = (y < ye) & (x < xe)
@@ -111,16 +117,26 @@ if HAS_TRITON:
             if MEANSTD:
                 acc_xx += v * v
                 acc_qq += q * q
+        # this part's sums into the slot's (integer atomics: exact whatever the order), then count the part done;
+        # the last part of the slot (every other part's sums are in: acquire/release atomics) computes the map
+        tl.atomic_add(sums_ptr + 5 * slot, tl.reduce(acc_x.to(tl.int64), 0, _SUM))
+        tl.atomic_add(sums_ptr + 5 * slot + 2, tl.reduce(acc_q.to(tl.int64), 0, _SUM))
+        if MEANSTD:
+            tl.atomic_add(sums_ptr + 5 * slot + 1, tl.reduce(acc_xx.to(tl.int64), 0, _SUM))
+            tl.atomic_add(sums_ptr + 5 * slot + 3, tl.reduce(acc_qq.to(tl.int64), 0, _SUM))
+        done = tl.atomic_add(sums_ptr + 5 * slot + 4, 1)
+        if done != SPLIT - 1:
+            return
         n = rows.to(tl.int64) * cols.to(tl.int64)
-        sx = tl.reduce(acc_x.to(tl.int64), 0, _SUM)
-        sq = tl.reduce(acc_q.to(tl.int64), 0, _SUM)
+        sx = tl.atomic_add(sums_ptr + 5 * slot, 0)  # read through L2, after the acquire above
+        sq = tl.atomic_add(sums_ptr + 5 * slot + 2, 0)
         # dadam.paste.values.intensity_map, operation for operation (float32, each operation rounded once)
         nf = tl.maximum(n, 1).to(tl.float32)
         mx = tl.math.div_rn(sx.to(tl.float32), nf)
         mq = tl.math.div_rn(sq.to(tl.float32), nf)
         if MEANSTD:
-            sxx = tl.reduce(acc_xx.to(tl.int64), 0, _SUM)
-            sqq = tl.reduce(acc_qq.to(tl.int64), 0, _SUM)
+            sxx = tl.atomic_add(sums_ptr + 5 * slot + 1, 0)
+            sqq = tl.atomic_add(sums_ptr + 5 * slot + 3, 0)
             vx = n * sxx - sx * sx  # exact int64: n^2 times the variances
             vq = n * sqq - sq * sq
             ratio = tl.math.div_rn(vx.to(tl.float32), tl.maximum(vq, 1).to(tl.float32))
@@ -180,9 +196,12 @@ def match_intensity_triton(
     B, _, H, W = images.shape
     K = patch_ids.shape[1]
     gain = torch.empty(B, K, dtype=torch.float32, device=images.device)
+    sums = torch.zeros(B * K, 5, dtype=torch.int64, device=images.device)  # the parts' sums (one fill launch)
     offset = torch.empty(B, K, dtype=torch.float32, device=images.device)
     if B * K == 0:
         return gain, offset
+    if images.numel() == 0:  # no pixel under any box
+        return gain.fill_(1.0), offset.fill_(0.0)
     reach = sum((n - 1) * abs(s) for n, s in zip(images.shape[1:], images.stride()[1:], strict=True))
     if reach >= _INT32 or B * K >= _INT32:
         raise ValueError(f"{B} images of {reach + 1} elements and {K} slots are more than the kernel's int32 allows")
@@ -199,6 +218,7 @@ def match_intensity_triton(
         active.to(torch.bool).contiguous().view(torch.uint8),
         gain,
         offset,
+        sums,
         ok if ok is not None else gain,  # not read without CHECK
         K,
         H,
@@ -215,8 +235,9 @@ def match_intensity_triton(
         "GAIN_HI": MATCH_GAIN_RANGE[1],
         "BLOCK": BLOCK,
         "BW": BW,
+        "SPLIT": SPLIT,
         "num_warps": _NUM_WARPS,
         "enable_fp_fusion": False,  # torch rounds g * mq and mx - g * mq separately
     }
-    launch(_match_kernel, (B * K,), args, constexprs, images.device)
+    launch(_match_kernel, (B * K, SPLIT), args, constexprs, images.device)
     return gain, offset
