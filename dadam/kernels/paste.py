@@ -128,9 +128,13 @@ if HAS_TRITON:
                     qk = tl.minimum(tl.maximum(qk * tl.load(gain_ptr + slot) + tl.load(offset_ptr + slot), 0.0), 255.0)
                 ak = tl.full((TH, TE), 0.0, tl.float32) + tl.load(alpha_ptr + slot)  # broadcast first (interpreter)
                 if FEATHER > 0:  # a * min(1, (d + 0.5) / F), d the distance to the nearest box edge
-                    d = tl.minimum(tl.minimum(dy, h - 1 - dy), tl.minimum(dx, w - 1 - dx))
-                    ramp = tl.math.div_rn(d.to(tl.float32) + 0.5, tl.full((TH, TE), FEATHER, tl.float32))
-                    ak = ak * tl.minimum(ramp, 1.0)
+                    # the ramp is monotonic, so ramp(min(d_row, d_col)) = min(ramp(d_row), ramp(d_col)) exactly:
+                    # TH + TE divisions per tile instead of TH * TE
+                    d_row = tl.minimum(dy, h - 1 - dy).to(tl.float32) + 0.5  # (TH, 1)
+                    d_col = tl.minimum(dx, w - 1 - dx).to(tl.float32) + 0.5  # (1, TE)
+                    ramp_row = tl.math.div_rn(d_row, tl.full((TH, 1), FEATHER, tl.float32))
+                    ramp_col = tl.math.div_rn(d_col, tl.full((1, TE), FEATHER, tl.float32))
+                    ak = ak * tl.minimum(tl.minimum(ramp_row, ramp_col), 1.0)
                 q = tl.where(m, qk, q)
                 a = tl.where(m, ak, a)
                 hits += m.to(tl.int32)
@@ -255,12 +259,16 @@ if HAS_TRITON:
             if KIND != 0:
                 q = tl.math.div_rn(q, tl.full((TH, TE), 255.0, tl.float32))
             a = a_slot
-            if FEATHER > 0:
-                dy = y - y0
-                dx = x - x0
-                d = tl.minimum(tl.minimum(dy, h - 1 - dy), tl.minimum(dx, w - 1 - dx))
-                ramp = tl.math.div_rn(d.to(tl.float32) + 0.5, tl.full((TH, TE), FEATHER, tl.float32))
-                a = a * tl.minimum(ramp, 1.0)
+            if FEATHER > 0:  # as in _copy_paste_kernel: the row's and the column's ramp, then their minimum
+                dy = y - y0  # (TH, 1)
+                dx = x - x0  # (1, TE)
+                ramp_row = tl.math.div_rn(
+                    tl.minimum(dy, h - 1 - dy).to(tl.float32) + 0.5, tl.full((TH, 1), FEATHER, tl.float32)
+                )
+                ramp_col = tl.math.div_rn(
+                    tl.minimum(dx, w - 1 - dx).to(tl.float32) + 0.5, tl.full((1, TE), FEATHER, tl.float32)
+                )
+                a = a * tl.minimum(tl.minimum(ramp_row, ramp_col), 1.0)
             paste = a >= 1.0
             one_minus_a = 1.0 - a
             blend = m & (a < 1.0)  # a paste (full weight) does not read the background
