@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from dadam.config import DadamConfig
-from dadam.sampling.draws import categorical, first_fit, lung_placement, pick_in_range, place
-from dadam.sampling.params import DadamParams, apply_labels
+from dadam.sampling.draws import Slots, categorical, lung_placement, pick_and_place, recipients
+from dadam.sampling.params import DadamParams
 from dadam.sampling.tables import SamplerTables
 from dadam.sampling.uniforms import Interleaved, Quantity, Uniforms, UniformSpec
 
@@ -69,17 +69,9 @@ def correlation_params(
     Shape:
         labels ``(B, C)`` -> params with B samples and K = ``max_patches`` slots.
     """
-    B = labels.shape[0]
-    boxes, canvas, jitter = tables.patch_boxes, tables.canvas, config.jitter
+    B, jitter = labels.shape[0], config.jitter
     lung = lung_placement(tables, config, lung_boxes)
-    patches = (tables.patch_start, tables.patch_count, tables.patch_last)
-
-    pos = labels > 0.5  # (B, C), NaN -> False
-    pos_other = pos & tables.not_nf  # (B, C)
-    normal = pos[:, tables.no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
-    gate = u.gate[:, None] < config.p  # (B, 1)
-    if mask is not None:
-        gate = gate & mask[:, None]
+    pos, pos_other, normal, gate = recipients(labels, u.gate, tables, config.p, mask)  # (B, C), (B, C), (B, 1) x 2
 
     # The tail class t: for a normal image from tail_weight (a paste: covered classes), else among the image's own
     # tail classes, covered or not (a blend). One draw over the row's weights serves both.
@@ -91,34 +83,12 @@ def correlation_params(
     paste, blend = active0 & normal, active0 & ~normal  # (B, 1)
 
     cls0 = torch.where(paste, t, j)  # (B, 1) slot 0: t for a paste, j for a blend
-    pid0 = pick_in_range(cls0, u.patch[:, None], *patches)  # (B, 1)
-    placed = (
-        place(pid0, u.jitter[:, None], boxes, canvas, jitter, lung) * active0[..., None]
-    )  # (B, 1, 4), 0 if inactive
-    pids, classes, actives = [pid0], [cls0], [active0]
+    pid0, box0 = pick_and_place(cls0, u.patch[:, None], u.jitter[:, None], tables, jitter, lung)  # (B, 1), (B, 1, 4)
+    slots = Slots(pid0, box0, cls0, active0)
     used = (cls0 == tables.class_index) & active0  # (B, C) classes placed so far
     for k in range(1, config.max_patches):  # static loop over slots, vectorised over batch and candidates
         cls_k, ok_k = categorical(w_row.masked_fill(used, 0.0), u.slot_class[:, k - 1])  # (B, R), (B, 1)
-        pid_k = pick_in_range(cls_k, u.slot_patch[:, k - 1], *patches)  # (B, R)
-        box_k = place(pid_k, u.slot_jitter[:, k - 1], boxes, canvas, jitter, lung)  # (B, R, 4)
-        accept, first, pid_sel, box_sel = first_fit(pid_k, box_k, placed, paste & ok_k)  # (B, 1) ... (B, 1, 4)
-        cls_sel = torch.gather(cls_k, 1, first)  # (B, 1)
-        placed = torch.cat([placed, box_sel], 1)  # (B, k + 1, 4)
-        pids.append(pid_sel)
-        classes.append(cls_sel)
-        actives.append(accept)
+        pid_k, box_k = pick_and_place(cls_k, u.slot_patch[:, k - 1], u.slot_jitter[:, k - 1], tables, jitter, lung)
+        accept, cls_sel = slots.fill_first(pid_k, box_k, cls_k, paste & ok_k)  # (B, 1), (B, 1)
         used |= (cls_sel == tables.class_index) & accept
-
-    active = torch.cat(actives, 1)  # (B, K)
-    params = DadamParams(
-        boxes=placed,
-        patch_ids=torch.cat(pids, 1) * active,
-        classes=torch.where(active, torch.cat(classes, 1), -1),
-        active=active,
-        alpha=active * torch.where(blend, config.alpha, 1.0),  # (B, K) float32
-        mode=(paste.long() + 2 * blend.long()).view(B),  # MODE_NONE, MODE_PASTE or MODE_BLEND
-        changed=active0.view(B),
-        labels=labels,
-    )
-    params.labels = apply_labels(labels, params, soft_label=config.soft_label)
-    return params
+    return slots.params(labels, paste=paste, blend=blend, config=config)

@@ -6,24 +6,29 @@ with the host or loops over samples (fixed small loops over slots and candidates
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from dadam.anatomy import lung_corner
+from dadam.sampling.params import DadamParams, apply_labels
 
 if TYPE_CHECKING:
     from dadam.config import DadamConfig
     from dadam.sampling.tables import SamplerTables
 
 __all__ = [
+    "Recipients",
+    "Slots",
     "categorical",
     "first_fit",
     "has_class",
     "lung_placement",
     "overlaps",
+    "pick_and_place",
     "pick_in_range",
     "place",
+    "recipients",
     "sequential_cdf",
 ]
 
@@ -117,6 +122,42 @@ def pick_in_range(
     return draw.add_(start.take(cls))
 
 
+class Recipients(NamedTuple):
+    """What a rule reads from the recipients' labels before it draws a class (:func:`recipients`)."""
+
+    pos: torch.Tensor  # (B, C) bool, positive (> 0.5; NaN unknown, not positive)
+    pos_other: torch.Tensor  # (B, C) bool, positive and not "No Finding"
+    normal: torch.Tensor  # (B, 1) bool, "No Finding" and nothing else: a paste's recipient
+    gate: torch.Tensor  # (B, 1) bool, the sample may change: its gate uniform is below p, and it is in the mask
+
+
+def recipients(
+    labels: torch.Tensor, gate: torch.Tensor, tables: SamplerTables, p: float, mask: torch.Tensor | None = None
+) -> Recipients:
+    """The positives, the normal images and the gate of a batch (the first lines of every rule).
+
+    Args:
+        labels: ``(B, C)`` multi-hot labels (> 0.5 positive; NaN unknown, not positive).
+        gate: ``(B,)`` uniforms in ``[0, 1)``: a sample may change when its uniform is below ``p``.
+        tables: the :class:`~dadam.sampling.SamplerTables` (``not_nf`` and ``no_finding`` are read).
+        p: the per-sample probability.
+        mask: ``(B,)`` bool, the samples that may change (None: all).
+
+    Returns:
+        the :class:`Recipients`.
+
+    Shape:
+        labels ``(B, C)``, gate ``(B,)`` -> pos / pos_other ``(B, C)``, normal / gate ``(B, 1)``.
+    """
+    pos = labels > 0.5  # (B, C), NaN -> False
+    pos_other = pos & tables.not_nf  # (B, C)
+    normal = pos[:, tables.no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
+    may_change = gate[:, None] < p  # (B, 1)
+    if mask is not None:
+        may_change = may_change & mask[:, None]
+    return Recipients(pos, pos_other, normal, may_change)
+
+
 def has_class(row_bits: torch.Tensor, class_bits: torch.Tensor) -> torch.Tensor:
     """Decode class bit masks: ``row_bits (...)`` int32, ``class_bits (C,)`` int32 (``1 << c``) -> ``(..., C)`` bool."""
     return (row_bits[..., None] & class_bits) != 0
@@ -178,6 +219,31 @@ def place(
     return torch.cat([xy0, xy0 + wh], -1)
 
 
+def pick_and_place(
+    cls: torch.Tensor,
+    u_patch: torch.Tensor,
+    u_jitter: torch.Tensor,
+    tables: SamplerTables,
+    jitter: float,
+    lung: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uniform patch of each class (:func:`pick_in_range` over the bank's ranges) and its box (:func:`place`).
+
+    Args:
+        cls: ``(B, R)`` long classes (R candidates per sample).
+        u_patch: ``(B, R)`` uniforms of the patches.
+        u_jitter: ``(B, R, 2)`` uniforms of the shifts.
+        tables: the :class:`~dadam.sampling.SamplerTables` (the bank's patch ranges, boxes and canvas).
+        jitter: largest shift, fraction of the canvas.
+        lung: as for :func:`place` (:func:`lung_placement`).
+
+    Returns:
+        ``pid (B, R)`` long and ``box (B, R, 4)`` long xyxy.
+    """
+    pid = pick_in_range(cls, u_patch, tables.patch_start, tables.patch_count, tables.patch_last)  # (B, R)
+    return pid, place(pid, u_jitter, tables.patch_boxes, tables.canvas, jitter, lung)
+
+
 def overlaps(cand: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
     """cand ``(B, R, 4)``, placed ``(B, k, 4)`` -> ``(B, R)`` bool, the candidate overlaps a placed box.
 
@@ -210,3 +276,81 @@ def first_fit(
     accept = ok & fits.any(1, keepdim=True)  # (B, 1)
     box_sel = torch.gather(box, 1, first[..., None].expand(-1, 1, 4)) * accept[..., None]  # (B, 1, 4)
     return accept, first, torch.gather(pid, 1, first), box_sel
+
+
+class Slots:
+    """The slots of a batch, filled one after the other by a rule: slot 0 first, then each further slot with the
+    first of its candidates that overlaps no placed patch (:meth:`fill_first`); :meth:`params` makes the
+    :class:`~dadam.sampling.DadamParams`.
+
+    Args:
+        pid: ``(B, 1)`` long, slot 0's patch; box: ``(B, 1, 4)`` long, its box; cls: ``(B, 1)`` long, its class.
+        active: ``(B, 1)`` bool, slot 0 holds a patch (its box is zeroed where not, so it overlaps nothing).
+
+    Attributes:
+        boxes: ``(B, k, 4)`` long, the boxes of the k slots filled so far (0 where inactive).
+    """
+
+    def __init__(self, pid: torch.Tensor, box: torch.Tensor, cls: torch.Tensor, active: torch.Tensor) -> None:
+        self.boxes = box * active[..., None]  # (B, 1, 4), 0 if inactive
+        self._pids, self._classes, self._actives = [pid], [cls], [active]
+
+    def fill_first(
+        self, pid: torch.Tensor, box: torch.Tensor, cls: torch.Tensor, ok: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fill the next slot with the first of R candidates that overlaps no placed box (:func:`first_fit`).
+
+        Args:
+            pid: ``(B, R)`` long, the candidates' patches; box: ``(B, R, 4)`` their boxes; cls: ``(B, R)`` their
+                classes.
+            ok: ``(B, 1)`` bool, the slot may be filled.
+
+        Returns:
+            ``accept (B, 1)`` bool (the slot holds a patch) and the class taken ``(B, 1)`` long.
+        """
+        accept, first, pid_sel, box_sel = first_fit(pid, box, self.boxes, ok)  # (B, 1) ... (B, 1, 4)
+        cls_sel = torch.gather(cls, 1, first)  # (B, 1)
+        self.boxes = torch.cat([self.boxes, box_sel], 1)  # (B, k + 1, 4)
+        self._pids.append(pid_sel)
+        self._classes.append(cls_sel)
+        self._actives.append(accept)
+        return accept, cls_sel
+
+    def params(
+        self,
+        labels: torch.Tensor,
+        *,
+        paste: torch.Tensor,
+        blend: torch.Tensor,
+        config: DadamConfig,
+        template: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
+    ) -> DadamParams:
+        """The params of the filled slots, with the new labels (:func:`~dadam.sampling.apply_labels`).
+
+        Args:
+            labels: ``(B, C)`` the input labels.
+            paste: ``(B, 1)`` bool, the sample is a paste; blend: ``(B, 1)`` bool, a blend (never both).
+            config: the options (``alpha``, ``soft_label``).
+            template: ``(B,)`` long label rows (the co-occurrence rule), None: all -1.
+            dropped: ``(B,)`` long template classes left unplaced, None: all 0.
+
+        Returns:
+            the :class:`~dadam.sampling.DadamParams` (inactive slots: patch 0, class -1, alpha 0).
+        """
+        B = labels.shape[0]
+        active = torch.cat(self._actives, 1)  # (B, K)
+        params = DadamParams(
+            boxes=self.boxes,
+            patch_ids=torch.cat(self._pids, 1) * active,
+            classes=torch.where(active, torch.cat(self._classes, 1), -1),
+            active=active,
+            alpha=active * torch.where(blend, config.alpha, 1.0),  # (B, K) float32
+            mode=(paste.long() + 2 * blend.long()).view(B),  # MODE_NONE, MODE_PASTE or MODE_BLEND
+            changed=(paste | blend).view(B),
+            labels=labels,
+            template=template,
+            dropped=dropped,
+        )
+        params.labels = apply_labels(labels, params, soft_label=config.soft_label)
+        return params
