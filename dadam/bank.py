@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dadam.anatomy import LUNG_BOX_COLUMNS, lung_box, lung_box_errors
-from dadam.files import atomic_write, tensor_digest
+from dadam.files import atomic_write, read_safetensors, tensor_digest
 from dadam.labels import CXR_LT_CLASSES, class_index
 
 __all__ = ["BankReport", "PatchBank"]
@@ -445,15 +445,7 @@ class PatchBank:
 
     def to(self, device: torch.device | str) -> PatchBank:
         """A new bank with every tensor on ``device``."""
-        return PatchBank(
-            **{k: v.to(device) for k, v in self.tensors().items()},
-            canvas=self.canvas,
-            donors=self.donors,
-            sources=self.sources,
-            class_names=self.class_names,
-            report=self.report,
-            lung_boxes=self.lung_boxes.to(device),
-        )
+        return self._with_tensors({k: v.to(device) for k, v in self.tensors().items()}, self.lung_boxes.to(device))
 
     def with_lung_boxes(self, lung_boxes: torch.Tensor) -> PatchBank:
         """A new bank with these donor lung boxes (the patches shared, not copied): e.g. an older bank whose donors'
@@ -473,14 +465,19 @@ class PatchBank:
         if tuple(lungs.shape) != (len(self), 4):
             raise ValueError(f"lung_boxes must have shape ({len(self)}, 4), got {tuple(lungs.shape)}")
         _check_lungs(lungs)
+        return self._with_tensors(self.tensors(), lungs)
+
+    def _with_tensors(self, tensors: dict[str, torch.Tensor], lung_boxes: torch.Tensor) -> PatchBank:
+        """A new bank of these patch tensors (:meth:`tensors`' names) and donor lung boxes, with this bank's canvas,
+        donors, sources, class names and report."""
         return PatchBank(
-            **self.tensors(),
+            **tensors,
+            lung_boxes=lung_boxes,
             canvas=self.canvas,
             donors=self.donors,
             sources=self.sources,
             class_names=self.class_names,
             report=self.report,
-            lung_boxes=lungs,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -521,19 +518,8 @@ class PatchBank:
                 match the stored checksum (corrupt or tampered), or its contents are not a valid bank (metadata that
                 does not parse, tensors of the wrong dtype or shape, boxes outside the canvas, NaN boxes, ...).
         """
-        from safetensors import safe_open
-
         path = pathlib.Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable patch bank file ({type(e).__name__}: {e})") from e
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: not a patch bank (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
+        meta, tensors = read_safetensors(path, format_name=FORMAT_NAME, what="patch bank file", kind="a patch bank")
         if meta.get("version") not in _VERSIONS:
             raise ValueError(
                 f"{path}: patch bank format version {meta.get('version')}, expected one of {', '.join(_VERSIONS)}"

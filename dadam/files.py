@@ -1,4 +1,5 @@
-"""File helpers shared by every writer of the project: atomic writes and content digests.
+"""File helpers shared by every writer of the project: atomic writes, content digests and the reading of the
+project's own safetensors files.
 
 One rule for every file the project writes (images of an export, banks, reports, checkpoints, logs): the bytes go
 to a temporary file with a unique name in the target folder, are flushed to disk, and replace the target with
@@ -19,7 +20,7 @@ from typing import BinaryIO
 
 import torch
 
-__all__ = ["atomic_write", "remove_stale_temporaries", "tensor_digest"]
+__all__ = ["atomic_write", "read_safetensors", "remove_stale_temporaries", "tensor_digest"]
 
 
 def _umask() -> int:
@@ -68,6 +69,46 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> int:
         p.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def read_safetensors(
+    path: str | os.PathLike, *, format_name: str, what: str, kind: str
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and the tensors of one of the project's safetensors files, whose ``format`` entry is checked.
+
+    Reads with ``safetensors.safe_open`` (never unpickles); the caller checks the version, digest and contents.
+
+    Args:
+        path: the file.
+        format_name: the ``format`` metadata entry the file must carry.
+        what: what the file should be, for the error on an unreadable file (``"patch bank file"``).
+        kind: what the file should be, for the error on another format (``"a patch bank"``).
+
+    Returns:
+        ``(metadata, tensors)``: the metadata (empty when the file has none) and every tensor by name, on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, when safetensors cannot read it or its ``format`` is not ``format_name``.
+
+    Example:
+        >>> meta, tensors = read_safetensors("bank.safetensors", format_name="dadam-patch-bank",  # doctest: +SKIP
+        ...                                  what="patch bank file", kind="a patch bank")
+    """
+    from safetensors import safe_open
+
+    path = pathlib.Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
+    if meta.get("format") != format_name:
+        raise ValueError(f"{path}: not {kind} (format {meta.get('format')!r}, expected {format_name!r})")
+    return meta, tensors
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor], extra: str = "") -> str:

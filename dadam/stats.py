@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dadam.files import atomic_write, tensor_digest
+from dadam.files import atomic_write, read_safetensors, tensor_digest
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 
 __all__ = ["MAX_TEMPLATE_CLASSES", "LabelStats", "class_frequencies", "label_correlation", "tail_classes"]
@@ -343,19 +343,10 @@ class LabelStats:
         Example:
             >>> stats = LabelStats.load("stats.safetensors")  # doctest: +SKIP
         """
-        from safetensors import safe_open
-
         path = pathlib.Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable label statistics file ({type(e).__name__}: {e})") from e
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: not a LabelStats file (format {meta.get('format')!r}, expected {FORMAT_NAME!r})")
+        meta, tensors = read_safetensors(
+            path, format_name=FORMAT_NAME, what="label statistics file", kind="a LabelStats file"
+        )
         if meta.get("version") != str(FORMAT_VERSION):
             raise ValueError(f"{path}: LabelStats format version {meta.get('version')!r}, expected {FORMAT_VERSION}")
         digest = _digest(tensors, meta)
