@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from dadam.kernels.runtime import HAS_TRITON, launch, tl, triton
+from dadam.kernels.runtime import HAS_TRITON, IMAGE_KINDS, INT32, NUM_WARPS, launch, slot_arguments, tl, triton
 from dadam.paste.values import MATCH_GAIN_RANGE
 
 __all__ = ["HAS_TRITON", "match_intensity_triton"]
 
 BLOCK, BW = 1024, 64  # pixels per tile, columns per tile row (16 rows)
 SPLIT = 8  # programs per slot: a large box is walked by several programs at once
-_KIND = {torch.uint8: 0, torch.float16: 1, torch.float32: 1, torch.bfloat16: 2}
-_NUM_WARPS = 4
-_INT32 = 2**31
 
 if HAS_TRITON:
 
@@ -189,8 +186,8 @@ def match_intensity_triton(
         raise RuntimeError("match_intensity_triton needs the 'triton' package; use path='vectorised' without it")
     if mode not in ("mean", "meanstd"):
         raise ValueError(f"mode must be 'mean' or 'meanstd', got {mode!r}")
-    if images.dtype not in _KIND:
-        raise ValueError(f"images dtype must be one of {tuple(_KIND)}, got {images.dtype}")
+    if images.dtype not in IMAGE_KINDS:
+        raise ValueError(f"images dtype must be one of {tuple(IMAGE_KINDS)}, got {images.dtype}")
     if check_values and ok is None:
         raise ValueError("check_values=True needs the caller's ok word (ok=new_ok_flag(device)), got ok=None")
     B, _, H, W = images.shape
@@ -203,19 +200,14 @@ def match_intensity_triton(
     if images.numel() == 0:  # no pixel under any box
         return gain.fill_(1.0), offset.fill_(0.0)
     reach = sum((n - 1) * abs(s) for n, s in zip(images.shape[1:], images.stride()[1:], strict=True))
-    if reach >= _INT32 or B * K >= _INT32:
+    if reach >= INT32 or B * K >= INT32:
         raise ValueError(f"{B} images of {reach + 1} elements and {K} slots are more than the kernel's int32 allows")
-    if -(-H // (BLOCK // BW)) * -(-W // BW) * 255 * 255 >= _INT32:  # a lane's int32 sum of squares could overflow
+    if -(-H // (BLOCK // BW)) * -(-W // BW) * 255 * 255 >= INT32:  # a lane's int32 sum of squares could overflow
         raise ValueError(f"images of {H}x{W} are too large for match's statistics (at most about 5800x5800)")
     src = images.view(torch.int16) if images.dtype == torch.bfloat16 else images
     args = (
         src,
-        pixels.contiguous(),
-        offsets.to(torch.int64).contiguous(),
-        sizes.to(torch.int64).contiguous(),
-        boxes.to(torch.int64).contiguous(),
-        patch_ids.to(torch.int64).contiguous(),
-        active.to(torch.bool).contiguous().view(torch.uint8),
+        *slot_arguments(pixels, offsets, sizes, boxes, patch_ids, active),
         gain,
         offset,
         sums,
@@ -228,7 +220,7 @@ def match_intensity_triton(
         src.stride(3),
     )
     constexprs = {
-        "KIND": _KIND[images.dtype],
+        "KIND": IMAGE_KINDS[images.dtype],
         "CHECK": bool(check_values) and images.dtype != torch.uint8,
         "MEANSTD": mode == "meanstd",
         "GAIN_LO": MATCH_GAIN_RANGE[0],
@@ -236,7 +228,7 @@ def match_intensity_triton(
         "BLOCK": BLOCK,
         "BW": BW,
         "SPLIT": SPLIT,
-        "num_warps": _NUM_WARPS,
+        "num_warps": NUM_WARPS,
         "enable_fp_fusion": False,  # torch rounds g * mq and mx - g * mq separately
     }
     launch(_match_kernel, (B * K, SPLIT), args, constexprs, images.device)

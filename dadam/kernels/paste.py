@@ -40,7 +40,18 @@ from __future__ import annotations
 
 import torch
 
-from dadam.kernels.runtime import HAS_TRITON, assert_ok, launch, new_ok_flag, tl, triton
+from dadam.kernels.runtime import (
+    HAS_TRITON,
+    IMAGE_KINDS,
+    INT32,
+    NUM_WARPS,
+    assert_ok,
+    launch,
+    new_ok_flag,
+    slot_arguments,
+    tl,
+    triton,
+)
 from dadam.ops import OVERLAP_MESSAGE
 
 __all__ = ["HAS_TRITON", "SPLIT", "TILE", "paste_patches_triton"]
@@ -49,9 +60,6 @@ __all__ = ["HAS_TRITON", "SPLIT", "TILE", "paste_patches_triton"]
 # 4 warps (ptxas for sm_90: 80-150 registers, no spills; larger tiles spill).
 TILE = {1: (8, 256), 2: (8, 256), 4: (8, 128)}
 SPLIT = 4  # programs per slot of the in-place kernel
-_KIND = {torch.uint8: 0, torch.float16: 1, torch.float32: 1, torch.bfloat16: 2}
-_NUM_WARPS = 4
-_INT32 = 2**31
 
 if HAS_TRITON:
 
@@ -360,8 +368,8 @@ def paste_patches_triton(
     """
     if not HAS_TRITON:
         raise RuntimeError("paste_patches_triton needs the 'triton' package; use path='vectorised' without it")
-    if images.dtype not in _KIND:
-        raise ValueError(f"images dtype must be one of {tuple(_KIND)}, got {images.dtype}")
+    if images.dtype not in IMAGE_KINDS:
+        raise ValueError(f"images dtype must be one of {tuple(IMAGE_KINDS)}, got {images.dtype}")
     if check_values and ok is None:
         raise ValueError("check_values=True needs the caller's ok word (ok=new_ok_flag(device)), got ok=None")
     named = {"pixels": pixels, "offsets": offsets, "sizes": sizes, "boxes": boxes, "patch_ids": patch_ids}
@@ -380,7 +388,7 @@ def paste_patches_triton(
         return out
     for t in (images, out):
         reach = sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:], strict=True))
-        if reach >= _INT32:
+        if reach >= INT32:
             raise ValueError(f"one image spans {reach + 1} elements, more than the kernels' int32 offsets allow")
     own = ok is None
     if own:
@@ -398,12 +406,7 @@ def paste_patches_triton(
         else (gain.to(torch.float32).contiguous(), offset.to(torch.float32).contiguous())
     )
     meta = (
-        pixels.contiguous(),
-        offsets.to(torch.int64).contiguous(),
-        sizes.to(torch.int64).contiguous(),
-        boxes.to(torch.int64).contiguous(),
-        patch_ids.to(torch.int64).contiguous(),
-        active.to(torch.bool).contiguous().view(torch.uint8),
+        *slot_arguments(pixels, offsets, sizes, boxes, patch_ids, active),
         alpha32,
         *maps,  # not read without MAP
         ok,
@@ -412,24 +415,24 @@ def paste_patches_triton(
         "K": K,
         "CP": cp,
         "PLANES": planes,
-        "KIND": _KIND[images.dtype],
+        "KIND": IMAGE_KINDS[images.dtype],
         "CHECK": bool(check_values),
         "MAP": gain is not None,
         "FEATHER": int(feather),
         "TH": th,
         "TE": te,
-        "num_warps": _NUM_WARPS,
+        "num_warps": NUM_WARPS,
         "enable_fp_fusion": False,  # torch rounds a * q and (1 - a) * x separately
     }
     if inplace:
-        if B * K >= _INT32:
+        if B * K >= INT32:
             raise ValueError(f"{B} x {K} slots are more than one launch's grid allows")
         args = (dst, *meta, H, W, *dst.stride())
         launch(_paste_in_place_kernel, (B * K, SPLIT), args, {**constexprs, "SPLIT": SPLIT}, images.device)
     else:
         tiles_e = triton.cdiv(W * cp, te)
         tiles = triton.cdiv(H, th) * tiles_e
-        if B * tiles >= _INT32:
+        if B * tiles >= INT32:
             raise ValueError(f"{B} images of {tiles} tiles are more than one launch's grid allows")
         args = (src, dst, *meta, H, W, tiles, tiles_e, *src.stride(), *dst.stride())
         launch(_copy_paste_kernel, (B * tiles,), args, constexprs, images.device)

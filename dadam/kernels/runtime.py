@@ -5,6 +5,9 @@
   input stores 0 into it, and the caller asserts it once (``torch._assert_async``: no host sync on CUDA).
 - :func:`kernel_for`: the compiled kernel for CUDA tensors, the same source under Triton's interpreter for CPU tensors
   (slow; for tests), without ``TRITON_INTERPRET`` having to be set before Triton is imported.
+- The shared conventions of the paste and match kernels: :data:`IMAGE_KINDS` (the ``KIND`` of an image dtype),
+  :data:`INT32` (their offsets and grids are int32), :data:`NUM_WARPS`, and :func:`slot_arguments` (the bank's
+  buffers and the slots as the kernels read them).
 - :func:`launch`: builds a kernel variant on its first use (compile, launcher, module load) and raises
   :class:`KernelBuildError` naming the cause when that fails; the launch itself, and every later error, propagates.
 """
@@ -22,9 +25,26 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
 
-__all__ = ["HAS_TRITON", "KernelBuildError", "assert_ok", "kernel_for", "launch", "new_ok_flag", "tl", "triton"]
+__all__ = [
+    "HAS_TRITON",
+    "IMAGE_KINDS",
+    "INT32",
+    "NUM_WARPS",
+    "KernelBuildError",
+    "assert_ok",
+    "kernel_for",
+    "launch",
+    "new_ok_flag",
+    "slot_arguments",
+    "tl",
+    "triton",
+]
 
 HAS_TRITON = triton is not None
+# The KIND constexpr of an image dtype: 0 uint8, 1 float16 / float32 (loaded as such), 2 bfloat16 (read as int16 bits)
+IMAGE_KINDS = {torch.uint8: 0, torch.float16: 1, torch.float32: 1, torch.bfloat16: 2}
+INT32 = 2**31  # the kernels compute element offsets and program ids in int32: sizes must stay below this
+NUM_WARPS = 4
 
 
 class KernelBuildError(RuntimeError):
@@ -48,6 +68,31 @@ def assert_ok(ok: torch.Tensor, message: str) -> None:
             raise ValueError(message)
         return
     torch._assert_async(ok, message)
+
+
+def slot_arguments(
+    pixels: torch.Tensor,
+    offsets: torch.Tensor,
+    sizes: torch.Tensor,
+    boxes: torch.Tensor,
+    patch_ids: torch.Tensor,
+    active: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The bank's buffers and the slots as the paste and match kernels read them (a copy only where a tensor is not
+    already so): ``pixels`` contiguous uint8, ``offsets``, ``sizes``, ``boxes`` and ``patch_ids`` contiguous int64,
+    ``active`` as contiguous uint8.
+
+    Shape:
+        pixels ``(P,)``, offsets ``(N,)``, sizes ``(N, 2)``, boxes ``(B, K, 4)``, patch_ids / active ``(B, K)``: kept.
+    """
+    return (
+        pixels.contiguous(),
+        offsets.to(torch.int64).contiguous(),
+        sizes.to(torch.int64).contiguous(),
+        boxes.to(torch.int64).contiguous(),
+        patch_ids.to(torch.int64).contiguous(),
+        active.to(torch.bool).contiguous().view(torch.uint8),
+    )
 
 
 _interpreted: dict = {}  # kernel -> its InterpretedFunction
