@@ -22,6 +22,8 @@ machine (the reason is in the warning and in the backend string); on the CPU the
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -44,6 +46,7 @@ SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32)
 # The device-side assert of overlapping active patches (a ValueError with the sample and slots on the CPU).
 OVERLAP_MESSAGE = "DADAM: two active patches of one sample share image pixels (were replayed params edited?)"
 PATHS = ("auto", "triton", "vectorised", "loop")
+_T = TypeVar("_T")
 
 
 def check_image_values(images: torch.Tensor) -> None:
@@ -232,20 +235,9 @@ def paste_patches(
         _check_overlaps_cpu(sizes, boxes, patch_ids, active, *images.shape[2:])
         if ok is not None:
             check_image_values(images)
-    if path == "auto":
-        path = "loop" if cpu else _gpu_path()
-        if path == "triton":
-            try:
-                return _triton(*args, inplace=inplace, ok=ok, **options)
-            except Exception as e:
-                from dadam.kernels import KernelBuildError
-
-                if not isinstance(e, KernelBuildError):
-                    raise
-                _fall_back(f"{type(e).__name__}: {e}")
-                path = "vectorised"
-    if path == "triton":
-        return _triton(*args, inplace=inplace, ok=ok, **options)
+    path, out = _try_triton(path, cpu, lambda: _triton(*args, inplace=inplace, ok=ok, **options))
+    if out is not None:
+        return out
     if not cpu:
         _check_on_device(images, sizes, boxes, patch_ids, active, ok)  # asserted, or folded into ok
     if path == "loop":
@@ -307,51 +299,49 @@ def match_intensity(
     cpu = images.device.type == "cpu" and not torch.compiler.is_compiling()
     if cpu and ok is not None:
         check_image_values(images)
-    if path == "auto":
-        path = "loop" if cpu else _gpu_path()
-        if path == "triton":
-            try:
-                return _match_triton(*args, mode=mode, ok=ok)
-            except Exception as e:
-                from dadam.kernels import KernelBuildError
-
-                if not isinstance(e, KernelBuildError):
-                    raise
-                _fall_back(f"{type(e).__name__}: {e}")
-                path = "vectorised"
-    if path == "triton":
-        return _match_triton(*args, mode=mode, ok=ok)
+    path, out = _try_triton(path, cpu, lambda: _match_triton(*args, mode=mode, ok=ok))
+    if out is not None:
+        return out
     sums = box_sums_loop(*args) if path == "loop" else box_sums_vectorised(*args, max_size)  # (B, K, 5) int64
     return intensity_map(sums, mode)
 
 
-def _triton(images, pixels, offsets, sizes, boxes, patch_ids, active, alpha, *, inplace, ok, gain, offset, feather):
+def _try_triton(path: str, cpu: bool, kernel: Callable[[], _T]) -> tuple[str, _T | None]:
+    """Run ``kernel()`` (a Triton path) where ``path`` takes it: ``"triton"``, or ``"auto"`` on a GPU while Triton
+    can run here. Returns the path for the torch code and the kernel's result (None when it did not run: then the
+    path is ``"loop"``, ``"vectorised"`` or the one asked for). With ``"auto"``, a kernel that cannot be built here
+    (:class:`~dadam.kernels.KernelBuildError`) records the reason, warns once and leaves the path ``"vectorised"``;
+    any other error propagates."""
+    auto = path == "auto"
+    if auto:
+        path = "loop" if cpu else _gpu_path()
+    if path != "triton":
+        return path, None
+    if not auto:
+        return path, kernel()
+    try:
+        return path, kernel()
+    except Exception as e:
+        from dadam.kernels import KernelBuildError
+
+        if not isinstance(e, KernelBuildError):
+            raise
+        _fall_back(f"{type(e).__name__}: {e}")
+        return "vectorised", None
+
+
+def _triton(*args: torch.Tensor, ok: torch.Tensor | None, **options) -> torch.Tensor:
+    """:func:`dadam.kernels.paste_patches_triton` (imported on first use), checking float values into ``ok``."""
     from dadam.kernels import paste_patches_triton
 
-    return paste_patches_triton(
-        images,
-        pixels,
-        offsets,
-        sizes,
-        boxes,
-        patch_ids,
-        active,
-        alpha,
-        inplace=inplace,
-        ok=ok,
-        check_values=ok is not None,
-        gain=gain,
-        offset=offset,
-        feather=feather,
-    )
+    return paste_patches_triton(*args, ok=ok, check_values=ok is not None, **options)
 
 
-def _match_triton(images, pixels, offsets, sizes, boxes, patch_ids, active, *, mode, ok):
+def _match_triton(*args: torch.Tensor, mode: str, ok: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dadam.kernels.match_intensity_triton` (imported on first use), checking float values into ``ok``."""
     from dadam.kernels import match_intensity_triton
 
-    return match_intensity_triton(
-        images, pixels, offsets, sizes, boxes, patch_ids, active, mode=mode, ok=ok, check_values=ok is not None
-    )
+    return match_intensity_triton(*args, mode=mode, ok=ok, check_values=ok is not None)
 
 
 _triton_failure: str | None = None  # why the Triton kernels cannot run in this process (then: vectorised)
@@ -388,7 +378,7 @@ def _fall_back(reason: str) -> None:
         f"DADAM's Triton kernels cannot run here ({reason}); using the vectorised torch path for the rest of the "
         "process (same values, more launches and memory traffic)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of paste_patches / match_intensity
     )
 
 
