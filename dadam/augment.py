@@ -302,17 +302,7 @@ class DiseasedAreaAugment(nn.Module):
         if self.match == "none":
             return params
         gain, offset = match_intensity(
-            images,
-            self.pixels,
-            self.offsets,
-            self.sizes,
-            params.boxes,
-            params.patch_ids,
-            params.active,
-            mode=self.match,
-            max_size=self.max_size,
-            path=path,
-            ok=ok,
+            *self._slot_args(images, params), mode=self.match, max_size=self.max_size, path=path, ok=ok
         )  # (B, K) each
         if params.gain is not None:  # a replay: the recorded map wins where there is one
             missing = torch.isnan(params.gain)
@@ -320,19 +310,18 @@ class DiseasedAreaAugment(nn.Module):
             offset = torch.where(missing, offset, params.offset.to(torch.float32))
         return dataclasses.replace(params, gain=gain, offset=offset)
 
+    def _slot_args(self, images: torch.Tensor, params: DadamParams) -> tuple[torch.Tensor, ...]:
+        """The positional arguments :func:`~dadam.ops.paste_patches` and :func:`~dadam.ops.match_intensity` share:
+        the images, the bank's buffers and the slots of ``params``."""
+        return (images, self.pixels, self.offsets, self.sizes, params.boxes, params.patch_ids, params.active)
+
     def _paste(self, images, params, *, path="auto", inplace=False, ok=None) -> torch.Tensor:
         gain, offset = params.gain, params.offset
         if gain is not None and self.match == "none":  # a map recorded elsewhere; a NaN (not measured) is none
             missing = torch.isnan(gain)
             gain, offset = torch.where(missing, 1.0, gain), torch.where(missing, 0.0, offset)
         return paste_patches(
-            images,
-            self.pixels,
-            self.offsets,
-            self.sizes,
-            params.boxes,
-            params.patch_ids,
-            params.active,
+            *self._slot_args(images, params),
             params.alpha,
             max_size=self.max_size,
             path=path,
