@@ -45,6 +45,7 @@ import torch
 from dadam.kernels.runtime import HAS_TRITON, launch, tl, triton
 
 if TYPE_CHECKING:
+    from dadam.config import DadamConfig
     from dadam.sampling.tables import SamplerTables
 
 __all__ = ["BLOCK", "HAS_TRITON", "LABEL_DTYPES", "OPTIONS", "cooccurrence_triton"]
@@ -385,14 +386,9 @@ def cooccurrence_triton(
     labels: torch.Tensor,
     uniforms: torch.Tensor,
     tables: SamplerTables,
+    config: DadamConfig,
     *,
     layout: Mapping[str, object],
-    p: float,
-    alpha: float,
-    max_patches: int,
-    candidates: int,
-    jitter: float,
-    soft_label: bool,
     mask: torch.Tensor | None = None,
     ok: torch.Tensor | None = None,
     lung_boxes: torch.Tensor | None = None,
@@ -407,7 +403,8 @@ def cooccurrence_triton(
         uniforms: ``(B, columns)`` float32 contiguous, the raw uniforms.
         tables: the :class:`~dadam.sampling.SamplerTables` (contiguous tensors), on the labels' device.
         layout: the uniforms' :meth:`~dadam.sampling.UniformSpec.layout` (``start`` and ``stride`` of each draw).
-        p, alpha, max_patches, candidates, jitter, soft_label: the options (:class:`~dadam.config.DadamConfig`).
+        config: the options (``p``, ``alpha``, ``max_patches``, ``candidates``, ``jitter``, ``soft_label``; the
+            placement follows ``lung_boxes``).
         mask: ``(B,)`` bool, the samples that may change (None: all).
         ok: ``(1,)`` int32 ``ok`` word; 0 is stored into it when a label is not 0, 1 or NaN (None: no check).
         lung_boxes: ``(B, 4)`` float32 contiguous recipients' lung boxes: ``placement="lung"`` (with the tables'
@@ -423,7 +420,8 @@ def cooccurrence_triton(
     if not HAS_TRITON:
         raise RuntimeError("the co-occurrence sampler kernel needs the 'triton' package")
     B, C = labels.shape
-    K, R = int(max_patches), int(candidates)
+    K, R = int(config.max_patches), int(config.candidates)
+    p, alpha, jitter = config.p, config.alpha, config.jitter
     dev = labels.device
     out = {
         "boxes": torch.empty(B, K, 4, dtype=torch.long, device=dev),
@@ -463,7 +461,7 @@ def cooccurrence_triton(
     )
     # the label of a blended class as apply_labels has it (float32 alpha in the labels' dtype), computed here: the
     # interpreter's float32 -> bfloat16 cast truncates where the GPU's rounds, a value of that dtype casts exactly
-    blend_label = _float32_as(alpha, labels.dtype) if soft_label else 1.0
+    blend_label = _float32_as(alpha, labels.dtype) if config.soft_label else 1.0
     scalars = (B, *labels.stride(), float(p), float(alpha), blend_label, float(jitter * tables.canvas), tables.canvas)
     constexprs = {
         "C": C,

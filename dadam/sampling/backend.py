@@ -190,19 +190,8 @@ def _kernel_params(labels, u, spec, tables, config, mask, ok, lung_boxes) -> Dad
     lung = lung_placement(tables, config, lung_boxes)
 
     tables = tables._replace(**{k: t.contiguous() for k, t in tables.tensors().items() if not t.is_contiguous()})
+    lung_boxes = None if lung is None else lung[1].contiguous()
     out = cooccurrence_triton(
-        labels,
-        u.raw.contiguous(),
-        tables,
-        layout=spec.layout(),
-        p=config.p,
-        alpha=config.alpha,
-        max_patches=config.max_patches,
-        candidates=config.candidates,
-        jitter=config.jitter,
-        soft_label=config.soft_label,
-        mask=mask,
-        ok=ok,
-        lung_boxes=None if lung is None else lung[1].contiguous(),
+        labels, u.raw.contiguous(), tables, config, layout=spec.layout(), mask=mask, ok=ok, lung_boxes=lung_boxes
     )
     return DadamParams(**out)
