@@ -42,6 +42,7 @@ FORMAT_VERSION = 2
 # Version 1 has no lung boxes (they load as unknown); a bank without any is still written as version 1, the same bytes.
 _VERSIONS = ("1", "2")
 _TENSORS = ("pixels", "offsets", "sizes", "boxes", "norm_boxes", "classes")
+_DESCRIPTION = ("canvas", "donors", "sources", "class_names", "report")  # what a bank holds besides its tensors
 
 
 @dataclass
@@ -470,15 +471,7 @@ class PatchBank:
     def _with_tensors(self, tensors: dict[str, torch.Tensor], lung_boxes: torch.Tensor) -> PatchBank:
         """A new bank of these patch tensors (:meth:`tensors`' names) and donor lung boxes, with this bank's canvas,
         donors, sources, class names and report."""
-        return PatchBank(
-            **tensors,
-            lung_boxes=lung_boxes,
-            canvas=self.canvas,
-            donors=self.donors,
-            sources=self.sources,
-            class_names=self.class_names,
-            report=self.report,
-        )
+        return PatchBank(**tensors, lung_boxes=lung_boxes, **{name: getattr(self, name) for name in _DESCRIPTION})
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
