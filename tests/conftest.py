@@ -1,11 +1,14 @@
-"""Test configuration: GPU tests skip without CUDA; real-data tests use the ``shared_data`` fixture."""
+"""Test configuration: GPU tests skip without CUDA; real-data tests use the ``shared_data`` fixture; the synthetic
+``bank``, ``table`` and ``stats`` most test modules share (a module that needs others defines its own, and ``stats``
+then follows that module's ``table``)."""
 
 import pathlib
 
 import pytest
 import torch
 
-from tests.helpers import SHARED_DATA, require_shared_data, running_in_ci
+from dadam import LabelStats
+from tests.helpers import SHARED_DATA, make_bank, make_label_table, require_shared_data, running_in_ci
 
 
 def pytest_report_header(config) -> str:
@@ -29,3 +32,21 @@ def shared_data() -> pathlib.Path:
     Missing: the test fails with ``CI=true`` in the environment and is skipped otherwise, naming the folder.
     """
     return require_shared_data()
+
+
+@pytest.fixture(scope="module")
+def bank():
+    """A synthetic patch bank (:func:`tests.helpers.make_bank`) on a 64-pixel canvas."""
+    return make_bank(canvas=64)
+
+
+@pytest.fixture(scope="module")
+def table():
+    """A 4000-row long-tailed label table (:func:`tests.helpers.make_label_table`)."""
+    return make_label_table(4000)
+
+
+@pytest.fixture(scope="module")
+def stats(table):
+    """The label statistics of the module's ``table``."""
+    return LabelStats.from_labels(table)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
@@ -18,6 +20,7 @@ from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 __all__ = [
     "SHARED_DATA",
     "DeviceLog",
+    "assert_device_assert_stops",
     "assert_same_format",
     "check_op",
     "fake_cuda",
@@ -75,6 +78,22 @@ def assert_same_format(out: torch.Tensor, ref: torch.Tensor) -> None:
     assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
     assert out.device == ref.device, (out.device, ref.device)
     assert memory_format_of(out) == memory_format_of(ref), (out.stride(), ref.stride())
+
+
+def assert_device_assert_stops(setup: str, call: str, message: str) -> None:
+    """Run ``setup``, then ``call`` without host syncs (``torch.cuda.set_sync_debug_mode("error")``), then a
+    synchronisation, in a child Python at the repository root: a device-side assert must stop the child before it
+    gets past the synchronisation (an assert ends its process, hence the child), with ``message`` or CUDA's
+    "device-side assert" on its stderr. ``setup`` is Python source after ``import torch``, one statement a line."""
+    code = (
+        f"import torch\n{setup}"
+        f"torch.cuda.set_sync_debug_mode('error')\n{call}\n"
+        "torch.cuda.set_sync_debug_mode('default')\ntorch.cuda.synchronize()\nprint('not stopped')\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
+    assert res.returncode != 0 and "not stopped" not in res.stdout
+    assert message in res.stderr or "device-side assert" in res.stderr, res.stderr[-2000:]
 
 
 def _to(v, device):
@@ -218,11 +237,22 @@ def make_label_table(n: int = 4000, *, seed: int = 0, normal_fraction: float = 0
     return y
 
 
+def _active_patches(bank: PatchBank, boxes: torch.Tensor, patch_ids: torch.Tensor, active: torch.Tensor):
+    """``(b, k, patch, x0, y0)`` for each active slot in order, ``patch`` its ``(h, w)`` uint8 numpy array read from
+    the bank's flat buffer by hand: the loop both references run."""
+    for b in range(patch_ids.shape[0]):
+        for k in range(patch_ids.shape[1]):
+            if not bool(active[b, k]):
+                continue
+            i = int(patch_ids[b, k])
+            h, w = int(bank.sizes[i, 0]), int(bank.sizes[i, 1])
+            off = int(bank.offsets[i])
+            yield b, k, bank.pixels[off : off + h * w].numpy().reshape(h, w), int(boxes[b, k, 0]), int(boxes[b, k, 1])
+
+
 def reference_paste(
+    bank: PatchBank,
     images: torch.Tensor,
-    pixels: torch.Tensor,
-    offsets: torch.Tensor,
-    sizes: torch.Tensor,
     boxes: torch.Tensor,
     patch_ids: torch.Tensor,
     active: torch.Tensor,
@@ -233,7 +263,8 @@ def reference_paste(
     feather: int = 0,
     **_ignored,
 ) -> torch.Tensor:
-    """Slow numpy reference of ``paste_patches``: loop over samples, slots and patch rows, float32 formula per row.
+    """Slow numpy reference of ``paste_patches`` with the bank's buffers (as ``paste_with_bank``): loop over samples,
+    slots and patch rows, float32 formula per row.
 
     Per pixel: ``m = clip(g * q + o, 0, 255)`` with a map, ``p = m`` (uint8) or ``m / 255`` (float images), the
     weight ``w = a * min(1, (d + 0.5) / feather)`` with ``d`` the distance to the nearest box edge (``w = a`` without
@@ -242,47 +273,39 @@ def reference_paste(
     out = images.clone()
     B, C, H, W = images.shape
     f32 = np.float32
-    for b in range(B):
-        for k in range(patch_ids.shape[1]):
-            if not bool(active[b, k]):
-                continue
-            i = int(patch_ids[b, k])
-            h, w = int(sizes[i, 0]), int(sizes[i, 1])
-            off = int(offsets[i])
-            q = pixels[off : off + h * w].numpy().reshape(h, w).astype(np.float32)
-            if gain is not None:
-                q = np.clip(f32(float(gain[b, k])) * q + f32(float(offset[b, k])), f32(0), f32(255))
-            x0, y0 = int(boxes[b, k, 0]), int(boxes[b, k, 1])
-            a = f32(float(alpha[b, k]))
-            for c in range(C):
-                for r in range(h):
-                    y = y0 + r
-                    if not 0 <= y < H:
-                        continue
-                    cols = [cx for cx in range(w) if 0 <= x0 + cx < W]
-                    if not cols:
-                        continue
-                    xs = np.array(cols)
-                    bg = images[b, c, y, x0 + xs].to(torch.float32).numpy()
-                    qq = q[r, xs] if images.dtype == torch.uint8 else q[r, xs] / f32(255)
-                    wt = np.full(len(xs), a, np.float32)
-                    if feather:
-                        d = np.minimum(min(r, h - 1 - r), np.minimum(xs, w - 1 - xs)).astype(np.float32)
-                        wt = a * np.minimum((d + f32(0.5)) / f32(feather), f32(1))
-                    v = np.where(wt >= 1, qq, wt * qq + (f32(1) - wt) * bg)
-                    if images.dtype == torch.uint8:
-                        val = torch.from_numpy(np.clip(np.round(v), 0, 255).astype(np.uint8))
-                    else:
-                        val = torch.from_numpy(v.astype(np.float32)).to(images.dtype)
-                    out[b, c, y, x0 + xs] = val
+    for b, k, patch, x0, y0 in _active_patches(bank, boxes, patch_ids, active):
+        h, w = patch.shape
+        q = patch.astype(np.float32)
+        if gain is not None:
+            q = np.clip(f32(float(gain[b, k])) * q + f32(float(offset[b, k])), f32(0), f32(255))
+        a = f32(float(alpha[b, k]))
+        for c in range(C):
+            for r in range(h):
+                y = y0 + r
+                if not 0 <= y < H:
+                    continue
+                cols = [cx for cx in range(w) if 0 <= x0 + cx < W]
+                if not cols:
+                    continue
+                xs = np.array(cols)
+                bg = images[b, c, y, x0 + xs].to(torch.float32).numpy()
+                qq = q[r, xs] if images.dtype == torch.uint8 else q[r, xs] / f32(255)
+                wt = np.full(len(xs), a, np.float32)
+                if feather:
+                    d = np.minimum(min(r, h - 1 - r), np.minimum(xs, w - 1 - xs)).astype(np.float32)
+                    wt = a * np.minimum((d + f32(0.5)) / f32(feather), f32(1))
+                v = np.where(wt >= 1, qq, wt * qq + (f32(1) - wt) * bg)
+                if images.dtype == torch.uint8:
+                    val = torch.from_numpy(np.clip(np.round(v), 0, 255).astype(np.uint8))
+                else:
+                    val = torch.from_numpy(v.astype(np.float32)).to(images.dtype)
+                out[b, c, y, x0 + xs] = val
     return out
 
 
 def reference_match(
+    bank: PatchBank,
     images: torch.Tensor,
-    pixels: torch.Tensor,
-    offsets: torch.Tensor,
-    sizes: torch.Tensor,
     boxes: torch.Tensor,
     patch_ids: torch.Tensor,
     active: torch.Tensor,
@@ -290,8 +313,9 @@ def reference_match(
     mode: str,
     **_ignored,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slow reference of ``match_intensity``: per slot, Python-int sums over the box inside the image (channel 0;
-    float images as ``rint(clip(255 * x, 0, 255))``), then the map in numpy float32 scalars."""
+    """Slow reference of ``match_intensity`` with the bank's buffers (as ``match_with_bank``): per slot, Python-int
+    sums over the box inside the image (channel 0; float images as ``rint(clip(255 * x, 0, 255))``), then the map in
+    numpy float32 scalars."""
     B, K = patch_ids.shape
     H, W = images.shape[2:]
     gain, offset = torch.ones(B, K), torch.zeros(B, K)
@@ -300,91 +324,48 @@ def reference_match(
     def flt(v: int) -> np.float32:  # one rounding of the exact integer
         return np.array(v, np.int64).astype(np.float32)
 
-    for b in range(B):
-        for k in range(K):
-            if not bool(active[b, k]):
-                continue
-            i = int(patch_ids[b, k])
-            h, w = int(sizes[i, 0]), int(sizes[i, 1])
-            patch = pixels[int(offsets[i]) : int(offsets[i]) + h * w].reshape(h, w)
-            x0, y0 = int(boxes[b, k, 0]), int(boxes[b, k, 1])
-            xs, qs = [], []
-            for r in range(h):
-                for c in range(w):
-                    y, x = y0 + r, x0 + c
-                    if 0 <= y < H and 0 <= x < W:
-                        v = images[b, 0, y, x]
-                        if images.dtype != torch.uint8:
-                            v = np.rint(np.clip(f32(float(v)) * f32(255), 0, 255))
-                        xs.append(int(v))
-                        qs.append(int(patch[r, c]))
-            n = len(xs)
-            if n == 0:
-                continue
-            mx, mq = flt(sum(xs)) / flt(n), flt(sum(qs)) / flt(n)
-            g = f32(1)
-            if mode == "meanstd":
-                vx = n * sum(v * v for v in xs) - sum(xs) ** 2
-                vq = n * sum(v * v for v in qs) - sum(qs) ** 2
-                if vq > 0:
-                    g = min(max(np.sqrt(flt(vx) / flt(vq)), f32(0.25)), f32(4))
-            gain[b, k] = float(g)
-            offset[b, k] = float(mx - g * mq)
+    for b, k, patch, x0, y0 in _active_patches(bank, boxes, patch_ids, active):
+        xs, qs = [], []
+        for r in range(patch.shape[0]):
+            for c in range(patch.shape[1]):
+                y, x = y0 + r, x0 + c
+                if 0 <= y < H and 0 <= x < W:
+                    v = images[b, 0, y, x]
+                    if images.dtype != torch.uint8:
+                        v = np.rint(np.clip(f32(float(v)) * f32(255), 0, 255))
+                    xs.append(int(v))
+                    qs.append(int(patch[r, c]))
+        n = len(xs)
+        if n == 0:
+            continue
+        mx, mq = flt(sum(xs)) / flt(n), flt(sum(qs)) / flt(n)
+        g = f32(1)
+        if mode == "meanstd":
+            vx = n * sum(v * v for v in xs) - sum(xs) ** 2
+            vq = n * sum(v * v for v in qs) - sum(qs) ** 2
+            if vq > 0:
+                g = min(max(np.sqrt(flt(vx) / flt(vq)), f32(0.25)), f32(4))
+        gain[b, k] = float(g)
+        offset[b, k] = float(mx - g * mq)
     return gain, offset
 
 
-def paste_with_bank(
-    bank: PatchBank,
-    images,
-    boxes,
-    patch_ids,
-    active,
-    alpha,
-    *,
-    path: str,
-    inplace: bool = False,
-    gain: torch.Tensor | None = None,
-    offset: torch.Tensor | None = None,
-    feather: int = 0,
-) -> torch.Tensor:
-    """``dadam.ops.paste_patches`` with a bank's buffers: the op under test in the ops and kernel tests."""
+def paste_with_bank(bank: PatchBank, images, boxes, patch_ids, active, alpha, *, path: str, **options) -> torch.Tensor:
+    """``dadam.ops.paste_patches`` with a bank's buffers (``options``: its keyword options), the op under test in the
+    ops and kernel tests."""
     from dadam.ops import paste_patches
 
-    return paste_patches(
-        images,
-        bank.pixels,
-        bank.offsets,
-        bank.sizes,
-        boxes,
-        patch_ids,
-        active,
-        alpha,
-        max_size=bank.max_size,
-        path=path,
-        inplace=inplace,
-        gain=gain,
-        offset=offset,
-        feather=feather,
-    )
+    args = (bank.pixels, bank.offsets, bank.sizes, boxes, patch_ids, active, alpha)
+    return paste_patches(images, *args, max_size=bank.max_size, path=path, **options)
 
 
-def match_with_bank(bank: PatchBank, images, boxes, patch_ids, active, *, mode: str, path: str, ok=None):
-    """``dadam.ops.match_intensity`` with a bank's buffers: the op under test in the ops and kernel tests."""
+def match_with_bank(bank: PatchBank, images, boxes, patch_ids, active, *, mode: str, path: str, **options):
+    """``dadam.ops.match_intensity`` with a bank's buffers (``options``: its keyword options), the op under test in
+    the ops and kernel tests."""
     from dadam.ops import match_intensity
 
-    return match_intensity(
-        images,
-        bank.pixels,
-        bank.offsets,
-        bank.sizes,
-        boxes,
-        patch_ids,
-        active,
-        mode=mode,
-        max_size=bank.max_size,
-        path=path,
-        ok=ok,
-    )
+    args = (bank.pixels, bank.offsets, bank.sizes, boxes, patch_ids, active)
+    return match_intensity(images, *args, mode=mode, max_size=bank.max_size, path=path, **options)
 
 
 def write_nih_training_set(

@@ -24,14 +24,9 @@ from dadam.audit import (
 from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES, NO_FINDING
 from dadam.stats import class_frequencies
-from tests.helpers import NF, make_bank, make_images, make_label_table
+from tests.helpers import NF, make_images, make_label_table
 
 TAILS = ("Fibrosis", "Hernia", "Pneumoperitoneum")
-
-
-@pytest.fixture(scope="module")
-def bank():
-    return make_bank(canvas=64)
 
 
 @pytest.fixture(scope="module")

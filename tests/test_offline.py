@@ -22,16 +22,11 @@ from dadam.export import main as export_main
 from dadam.labels import CXR_LT_CLASSES
 from dadam.offline import Placement, augment_image, match_map, placements
 from dadam.sampling import DadamParams
-from tests.helpers import NF, make_bank, make_images, make_label_table
+from tests.helpers import NF, make_images, make_label_table
 
 CANVAS = 64
 TAILS = ("Fibrosis", "Hernia", "Pneumoperitoneum")
 ONE = DadamConfig(p=1.0)
-
-
-@pytest.fixture(scope="module")
-def bank():
-    return make_bank(canvas=CANVAS)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from dadam.paste.values import feather_ramp, intensity_map, map_patch_values, sq
 from tests.helpers import (
     IMAGE_DTYPES,
     check_op,
-    make_bank,
     make_images,
     make_label_table,
     match_with_bank,
@@ -24,15 +23,9 @@ CANVAS = 64
 
 
 @pytest.fixture(scope="module")
-def bank():
-    return make_bank(canvas=CANVAS)
-
-
-@pytest.fixture(scope="module")
-def params(bank):
+def params(bank, table, stats):
     """Params with pastes (up to 3 patches) and blends, from the real sampler, for 12 samples."""
-    table = make_label_table()
-    aug = DiseasedAreaAugment(bank, LabelStats.from_labels(table), p=1.0, max_patches=3, generator=3)
+    aug = DiseasedAreaAugment(bank, stats, p=1.0, max_patches=3, generator=3)
     labels = torch.cat([table[table[:, 14] > 0][:6], table[(table[:, 7] > 0) | (table[:, 9] > 0)][:6]])
     p = aug.sample(labels)
     assert bool((p.mode == 1).any()) and bool((p.mode == 2).any())
@@ -52,8 +45,7 @@ def _batch_args(params):
 @pytest.mark.parametrize("channels,channels_last", [(1, False), (3, False), (3, True)])
 def test_paste_patches_check_op(bank, params, path, dtype, channels, channels_last):
     images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=1)
-    ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
-    check_op(_op(bank, path), images, _batch_args(params), reference=lambda images, **kw: ref(images, **kw))
+    check_op(_op(bank, path), images, _batch_args(params), reference=functools.partial(reference_paste, bank))
 
 
 @pytest.mark.parametrize("dtype", IMAGE_DTYPES)
@@ -113,7 +105,7 @@ def test_patches_clipped_at_the_image_border(bank, path):
     alpha = torch.tensor([[1.0, 0.5], [1.0, 1.0]])
     images = make_images(2, 1, CANVAS, torch.uint8, seed=4)
     out = _op(bank, path)(images, boxes, pid, active, alpha)
-    ref = reference_paste(images, bank.pixels, bank.offsets, bank.sizes, boxes, pid, active, alpha)
+    ref = reference_paste(bank, images, boxes, pid, active, alpha)
     assert torch.equal(out, ref)
     q = bank.patch(0)
     assert torch.equal(out[0, 0, : q.shape[0] - 2, : q.shape[1] - 3], q[2:, 3:])
@@ -218,9 +210,8 @@ def test_vectorised_path_compiles_to_one_graph_with_the_same_values(bank, params
 def test_paste_patches_in_place(bank, params, path, dtype, channels, channels_last):
     # inplace=True returns the images given, written in place, with the out-of-place values
     images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=9)
-    ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
     op = functools.partial(paste_with_bank, bank, path=path, inplace=True)
-    check_op(op, images, _batch_args(params), reference=lambda images, **kw: ref(images, **kw), inplace=True)
+    check_op(op, images, _batch_args(params), reference=functools.partial(reference_paste, bank), inplace=True)
 
 
 def _overlapping(bank):
@@ -241,7 +232,7 @@ def test_overlapping_patches_raise_on_the_cpu(bank, path):
     active[0, 2] = False  # an inactive slot may overlap anything
     assert torch.equal(
         _op(bank, path)(images, boxes, pid, active, alpha),
-        reference_paste(images, bank.pixels, bank.offsets, bank.sizes, boxes, pid, active, alpha),
+        reference_paste(bank, images, boxes, pid, active, alpha),
     )
     boxes[0, 2, 1] = -int(bank.sizes[2, 0])  # overlapping only above the image: nothing shared in the image
     active[0, 2] = True
@@ -305,17 +296,10 @@ def test_feather_and_map_check_op(bank, params, path, dtype, channels, channels_
     # every check of check_op, and equal to the slow reference with the ramp and the affine map, in and out of place
     images = make_images(len(params), channels, CANVAS, dtype, channels_last=channels_last, seed=12)
     args = {**_batch_args(params), **(_random_map(params) if with_map else {})}
-    ref = functools.partial(reference_paste, pixels=bank.pixels, offsets=bank.offsets, sizes=bank.sizes)
+    ref = functools.partial(reference_paste, bank)
     for inplace in (False, True):
         op = functools.partial(paste_with_bank, bank, path=path, inplace=inplace)
-        out = check_op(
-            op,
-            images,
-            args,
-            other_args={"feather": feather},
-            reference=lambda images, **kw: ref(images, **kw),
-            inplace=inplace,
-        )
+        out = check_op(op, images, args, other_args={"feather": feather}, reference=ref, inplace=inplace)
     assert not torch.equal(out, paste_with_bank(bank, images, **_batch_args(params), path=path)), "options ignored"
 
 
@@ -369,7 +353,7 @@ def test_match_intensity_equals_the_reference(bank, path, dtype, channels_last, 
     images = make_images(5, 3, CANVAS, dtype, channels_last=channels_last, seed=13)
     images[1, 1:] = 0  # only channel 0 counts
     gain, offset = match_with_bank(bank, images, **slots, mode=mode, path=path)
-    ref_gain, ref_offset = reference_match(images, bank.pixels, bank.offsets, bank.sizes, **slots, mode=mode)
+    ref_gain, ref_offset = reference_match(bank, images, **slots, mode=mode)
     assert gain.dtype == offset.dtype == torch.float32 and gain.shape == slots["active"].shape
     assert torch.equal(gain, ref_gain) and torch.equal(offset, ref_offset)
     off = ~slots["active"]

@@ -30,25 +30,10 @@ from dadam.sampling import (
     sample_batch,
 )
 from dadam.sampling.uniforms import Interleaved, Quantity, UniformSpec
-from tests.helpers import NF, make_bank, make_label_table
+from tests.helpers import NF, make_bank
 
 CANVAS = 64
 FIELDS = ("boxes", "patch_ids", "classes", "active", "alpha", "mode", "changed", "labels", "template", "dropped")
-
-
-@pytest.fixture(scope="module")
-def bank():
-    return make_bank(canvas=CANVAS)
-
-
-@pytest.fixture(scope="module")
-def table():
-    return make_label_table(4000)
-
-
-@pytest.fixture(scope="module")
-def stats(table):
-    return LabelStats.from_labels(table)
 
 
 def _batch(table: torch.Tensor) -> torch.Tensor:

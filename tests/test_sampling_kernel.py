@@ -41,11 +41,6 @@ def table():
 
 
 @pytest.fixture(scope="module")
-def stats(table):
-    return LabelStats.from_labels(table)
-
-
-@pytest.fixture(scope="module")
 def bank():
     return make_bank(canvas=CANVAS, max_size=28, seed=1)  # large patches: some template classes find no room
 
@@ -169,14 +164,19 @@ LUNG_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("case", range(len(LUNG_OPTIONS)))
-def test_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, case):
-    # donor lung boxes: random, some small (anchors beyond [0, 1], clamped to [-2, 3]); recipients' as _lung_boxes
+def _lung_case(bank, stats, case):
+    """``(config, tables, generator)`` of LUNG_OPTIONS[case] with placement="lung", over ``bank`` with random donor
+    lung boxes, some small (anchors beyond [0, 1], clamped to [-2, 3]); the generator that drew them, for more."""
     g = torch.Generator().manual_seed(case)
     lo = torch.rand(len(bank), 2, generator=g) * 0.6
     lung_bank = bank.with_lung_boxes(torch.cat([lo, lo + 0.02 + torch.rand(len(bank), 2, generator=g) * 0.38], 1))
     config = DadamConfig(**LUNG_OPTIONS[case], placement="lung")
-    tables, _ = build_tables(lung_bank, stats, config)
+    return config, build_tables(lung_bank, stats, config)[0], g
+
+
+@pytest.mark.parametrize("case", range(len(LUNG_OPTIONS)))
+def test_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, case):
+    config, tables, g = _lung_case(bank, stats, case)  # the recipients' lung boxes: _lung_boxes
     assert not torch.isnan(tables.patch_anchor).any() and (tables.patch_anchor.abs() > 1).any()
     labels = _labels(table, 45, seed=20 + case)
     lungs = _lung_boxes(45, seed=30 + case)
@@ -504,6 +504,22 @@ def test_ptx_for_sm90_keeps_the_rounding_of_the_torch_rule(bank, stats):
 # ---------------------------------------------------------------------------------------- CUDA: the compiled kernel
 
 
+def _cuda_kernel_vs_torch(labels, spec, u, tables, config, *, mask=None, lungs=None):
+    """The kernel on CUDA (``backend="triton"``) equals the torch rule on CUDA and on the CPU for the same uniforms,
+    and leaves the ok word at 1."""
+    want_cpu = cooccurrence_params(labels, u, tables, config, mask, lungs)
+    dev = torch.device("cuda")
+    mask, lungs = (None if t is None else t.to(dev) for t in (mask, lungs))
+    cuda_tables, u_cuda = tables.to(dev), spec.split(u.raw.to(dev))
+    want = cooccurrence_params(labels.to(dev), u_cuda, cuda_tables, config, mask, lungs)
+    ok = torch.ones(1, dtype=torch.int32, device=dev)
+    args = (labels.to(dev), u_cuda, spec, cooccurrence_params, cuda_tables, config)
+    got = draw_params(*args, mask=mask, ok=ok, backend="triton", lung_boxes=lungs)
+    _assert_same(got, want)
+    _assert_same(got.to("cpu"), want_cpu)
+    assert int(ok) == 1
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", range(len(OPTIONS)))
 def test_cuda_kernel_equals_the_torch_rule(bank, stats, table, case):
@@ -512,54 +528,16 @@ def test_cuda_kernel_equals_the_torch_rule(bank, stats, table, case):
     labels = _labels(table, 3000, seed=case)
     mask = torch.rand(3000, generator=torch.Generator().manual_seed(case)) < 0.8
     spec, u = _uniforms(config, 3000, seed=case, extreme=case % 2 == 1)
-    want_cpu = cooccurrence_params(labels, u, tables, config, mask)
-    dev = torch.device("cuda")
-    cuda_tables = tables.to(dev)
-    u_cuda = spec.split(u.raw.to(dev))
-    want = cooccurrence_params(labels.to(dev), u_cuda, cuda_tables, config, mask.to(dev))
-    ok = torch.ones(1, dtype=torch.int32, device=dev)
-    got = draw_params(
-        labels.to(dev),
-        u_cuda,
-        spec,
-        cooccurrence_params,
-        cuda_tables,
-        config,
-        mask=mask.to(dev),
-        ok=ok,
-        backend="triton",
-    )
-    _assert_same(got, want)
-    _assert_same(got.to("cpu"), want_cpu)
-    assert int(ok) == 1
+    _cuda_kernel_vs_torch(labels, spec, u, tables, config, mask=mask)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", range(len(LUNG_OPTIONS)))
 def test_cuda_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, case):
-    g = torch.Generator().manual_seed(case)
-    lo = torch.rand(len(bank), 2, generator=g) * 0.6
-    lung_bank = bank.with_lung_boxes(torch.cat([lo, lo + 0.02 + torch.rand(len(bank), 2, generator=g) * 0.38], 1))
-    config = DadamConfig(**LUNG_OPTIONS[case], placement="lung")
-    tables, _ = build_tables(lung_bank, stats, config)
+    config, tables, _ = _lung_case(bank, stats, case)
     labels, lungs = _labels(table, 3000, seed=case), _lung_boxes(3000, seed=case)
     spec, u = _uniforms(config, 3000, seed=case, extreme=True)
-    want_cpu = cooccurrence_params(labels, u, tables, config, None, lungs)
-    dev = torch.device("cuda")
-    cuda_tables, u_cuda = tables.to(dev), spec.split(u.raw.to(dev))
-    want = cooccurrence_params(labels.to(dev), u_cuda, cuda_tables, config, None, lungs.to(dev))
-    got = draw_params(
-        labels.to(dev),
-        u_cuda,
-        spec,
-        cooccurrence_params,
-        cuda_tables,
-        config,
-        backend="triton",
-        lung_boxes=lungs.to(dev),
-    )
-    _assert_same(got, want)
-    _assert_same(got.to("cpu"), want_cpu)
+    _cuda_kernel_vs_torch(labels, spec, u, tables, config, lungs=lungs)
 
 
 @pytest.mark.gpu
