@@ -76,26 +76,10 @@ def _sync(device: str) -> None:
 
 def _events_time(fn: Callable[[], object], *, calls: int, rounds: int, warmup: int = 3, device: str = "cuda") -> float:
     """Median seconds per call over ``rounds`` runs of ``calls`` back-to-back calls between two CUDA events
-    (``time.perf_counter`` on the CPU)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    per_call = []
-    for _ in range(rounds):
-        if device != "cuda":
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            per_call.append((time.perf_counter() - t0) / calls)
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        per_call.append(start.elapsed_time(end) / 1e3 / calls)
-    return statistics.median(per_call)
+    (``time.perf_counter`` on the CPU): :func:`benchmarks.timing.time_call`."""
+    from benchmarks.timing import time_call
+
+    return statistics.median(time_call(fn, device=device, warmup=warmup, repeats=rounds, inner=calls))
 
 
 def _sync_warnings(fn: Callable[[], object]) -> int | None:
