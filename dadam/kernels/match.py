@@ -19,7 +19,17 @@ from __future__ import annotations
 
 import torch
 
-from dadam.kernels.runtime import HAS_TRITON, IMAGE_KINDS, INT32, NUM_WARPS, launch, slot_arguments, tl, triton
+from dadam.kernels.runtime import (
+    HAS_TRITON,
+    IMAGE_KINDS,
+    INT32,
+    NUM_WARPS,
+    bank_arguments,
+    launch,
+    slot_arguments,
+    tl,
+    triton,
+)
 from dadam.paste.values import MATCH_GAIN_RANGE
 
 __all__ = ["HAS_TRITON", "match_intensity_triton"]
@@ -207,7 +217,8 @@ def match_intensity_triton(
     src = images.view(torch.int16) if images.dtype == torch.bfloat16 else images
     args = (
         src,
-        *slot_arguments(pixels, offsets, sizes, boxes, patch_ids, active),
+        *bank_arguments(pixels, offsets, sizes),
+        *slot_arguments(boxes, patch_ids, active),
         gain,
         offset,
         sums,

@@ -46,6 +46,7 @@ from dadam.kernels.runtime import (
     INT32,
     NUM_WARPS,
     assert_ok,
+    bank_arguments,
     launch,
     new_ok_flag,
     slot_arguments,
@@ -406,7 +407,8 @@ def paste_patches_triton(
         else (gain.to(torch.float32).contiguous(), offset.to(torch.float32).contiguous())
     )
     meta = (
-        *slot_arguments(pixels, offsets, sizes, boxes, patch_ids, active),
+        *bank_arguments(pixels, offsets, sizes),
+        *slot_arguments(boxes, patch_ids, active),
         alpha32,
         *maps,  # not read without MAP
         ok,

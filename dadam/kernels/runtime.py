@@ -6,8 +6,8 @@
 - :func:`kernel_for`: the compiled kernel for CUDA tensors, the same source under Triton's interpreter for CPU tensors
   (slow; for tests), without ``TRITON_INTERPRET`` having to be set before Triton is imported.
 - The shared conventions of the paste and match kernels: :data:`IMAGE_KINDS` (the ``KIND`` of an image dtype),
-  :data:`INT32` (their offsets and grids are int32), :data:`NUM_WARPS`, and :func:`slot_arguments` (the bank's
-  buffers and the slots as the kernels read them).
+  :data:`INT32` (their offsets and grids are int32), :data:`NUM_WARPS`, and :func:`bank_arguments` /
+  :func:`slot_arguments` (the bank's buffers and the slots as the kernels read them).
 - :func:`launch`: builds a kernel variant on its first use (compile, launcher, module load) and raises
   :class:`KernelBuildError` naming the cause when that fails; the launch itself, and every later error, propagates.
 """
@@ -32,6 +32,7 @@ __all__ = [
     "NUM_WARPS",
     "KernelBuildError",
     "assert_ok",
+    "bank_arguments",
     "kernel_for",
     "launch",
     "new_ok_flag",
@@ -70,25 +71,28 @@ def assert_ok(ok: torch.Tensor, message: str) -> None:
     torch._assert_async(ok, message)
 
 
-def slot_arguments(
-    pixels: torch.Tensor,
-    offsets: torch.Tensor,
-    sizes: torch.Tensor,
-    boxes: torch.Tensor,
-    patch_ids: torch.Tensor,
-    active: torch.Tensor,
-) -> tuple[torch.Tensor, ...]:
-    """The bank's buffers and the slots as the paste and match kernels read them (a copy only where a tensor is not
-    already so): ``pixels`` contiguous uint8, ``offsets``, ``sizes``, ``boxes`` and ``patch_ids`` contiguous int64,
-    ``active`` as contiguous uint8.
+def bank_arguments(
+    pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bank's flat buffers as the paste and match kernels read them (a copy only where a tensor is not already
+    so): ``pixels`` contiguous (uint8), ``offsets`` and ``sizes`` contiguous int64.
 
     Shape:
-        pixels ``(P,)``, offsets ``(N,)``, sizes ``(N, 2)``, boxes ``(B, K, 4)``, patch_ids / active ``(B, K)``: kept.
+        pixels ``(P,)``, offsets ``(N,)``, sizes ``(N, 2)``: kept.
+    """
+    return pixels.contiguous(), offsets.to(torch.int64).contiguous(), sizes.to(torch.int64).contiguous()
+
+
+def slot_arguments(
+    boxes: torch.Tensor, patch_ids: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The slots as the paste and match kernels read them (a copy only where a tensor is not already so): ``boxes``
+    and ``patch_ids`` contiguous int64, ``active`` as contiguous uint8.
+
+    Shape:
+        boxes ``(B, K, 4)``, patch_ids / active ``(B, K)``: kept.
     """
     return (
-        pixels.contiguous(),
-        offsets.to(torch.int64).contiguous(),
-        sizes.to(torch.int64).contiguous(),
         boxes.to(torch.int64).contiguous(),
         patch_ids.to(torch.int64).contiguous(),
         active.to(torch.bool).contiguous().view(torch.uint8),
