@@ -32,6 +32,7 @@ __all__ = [
     "reference_paste",
     "require_shared_data",
     "running_in_ci",
+    "train_config",
     "write_nih_training_set",
 ]
 
@@ -366,6 +367,30 @@ def match_with_bank(bank: PatchBank, images, boxes, patch_ids, active, *, mode: 
 
     args = (bank.pixels, bank.offsets, bank.sizes, boxes, patch_ids, active)
     return match_intensity(images, *args, mode=mode, max_size=bank.max_size, path=path, **options)
+
+
+def train_config(data: pathlib.Path, out: pathlib.Path, **fields):
+    """A ``fpsm.train.TrainConfig`` for a small run on the CPU: the labels-csv folder ``data`` (``train.csv``, and
+    ``val.csv`` as the official validation split), ``resnet10t``, no loader workers, no progress bar or TensorBoard,
+    a log line per step, lr 1e-3, into ``out``; ``fields`` set these or any other field."""
+    from fpsm.train import TrainConfig
+
+    base = dict(
+        dataset="labels-csv",
+        root=str(data),
+        train_csv=str(data / "train.csv"),
+        val_csv=str(data / "val.csv"),
+        val_split="official",
+        out_dir=str(out),
+        backbone="resnet10t",
+        num_workers=0,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+        log_every=1,
+        lr=1e-3,
+    )
+    return TrainConfig(**{**base, **fields})
 
 
 def write_nih_training_set(

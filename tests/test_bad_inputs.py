@@ -47,7 +47,7 @@ from fpsm.model import create_fpsm
 from fpsm.train import TrainConfig, fit
 from fpsm.train import main as train_main
 from fpsm.training import check_checkpoint, load_checkpoint_weights, read_checkpoint, restore_checkpoint
-from tests.helpers import make_bank, make_label_table
+from tests.helpers import make_bank, make_label_table, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 32  # image side and training canvas of the tiny runs
@@ -126,27 +126,9 @@ def _evil_checkpoint(path: Path, marker: Path, *, zipped: bool = True) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        dataset="labels-csv",
-        root=str(data),
-        train_csv=str(data / "train.csv"),
-        val_csv=str(data / "val.csv"),
-        val_split="official",
-        out_dir=str(out),
-        backbone="resnet10t",
-        canvas=SIDE,
-        batch_size=4,
-        epochs=1,
-        max_steps=2,
-        num_workers=0,
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-        log_every=1,
-        ckpt_every=1,
-        lr=1e-3,
-    )
-    return TrainConfig(**{**base, **kw})
+    """Two steps of one epoch, a checkpoint after each (``kw``: other fields)."""
+    fields = dict(canvas=SIDE, batch_size=4, epochs=1, max_steps=2, ckpt_every=1)
+    return train_config(data, out, **{**fields, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +272,27 @@ def _signed_bank(c: Ctx, edit: Callable[[dict, dict], None]) -> Path:
 
 def _set(mapping: dict, key: str, value) -> None:
     mapping[key] = value
+
+
+def _meta(key: str, value: str) -> Callable[[dict, dict], None]:
+    """The edit of :func:`_signed_bank` that sets the metadata entry ``key`` to ``value``."""
+    return lambda tensors, meta: _set(meta, key, value)
+
+
+def _tensor(name: str, dtype: torch.dtype) -> Callable[[dict, dict], None]:
+    """The edit of :func:`_signed_bank` that stores tensor ``name`` as ``dtype``."""
+    return lambda tensors, meta: _set(tensors, name, tensors[name].to(dtype))
+
+
+def _tampered_bank(name: str, edit: Callable[[dict, dict], None], message: str) -> tuple:
+    """The CASES row ``bank-<name>``: loading a bank file changed by ``edit`` and signed again (:func:`_signed_bank`)
+    raises a ValueError that names the file, then says ``message`` (a regular expression)."""
+    return (
+        f"bank-{name}",
+        lambda c: PatchBank.load(_signed_bank(c, edit)),
+        ValueError,
+        rf"tampered\.safetensors: {message}",
+    )
 
 
 def _nan_norm_box(tensors: dict, meta: dict) -> None:
@@ -807,53 +810,29 @@ CASES = [
         ValueError,
         r"kept no patch from 0 box rows",
     ),
-    (
-        "bank-canvas-text",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(m, "canvas", "abc"))),
-        ValueError,
-        r"tampered\.safetensors: patch bank metadata 'canvas' must be a positive integer, got 'abc'",
+    _tampered_bank(
+        "canvas-text", _meta("canvas", "abc"), "patch bank metadata 'canvas' must be a positive integer, got 'abc'"
     ),
-    (
-        "bank-canvas-zero",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(m, "canvas", "0"))),
-        ValueError,
-        r"tampered\.safetensors: .*'canvas' .* got '0'",
+    _tampered_bank("canvas-zero", _meta("canvas", "0"), ".*'canvas' .* got '0'"),
+    _tampered_bank(
+        "class-names-json",
+        _meta("class_names", '["Mass", '),
+        "patch bank metadata 'class_names' is missing or not JSON",
     ),
-    (
-        "bank-class-names-json",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(m, "class_names", '["Mass", '))),
-        ValueError,
-        r"tampered\.safetensors: patch bank metadata 'class_names' is missing or not JSON",
+    _tampered_bank(
+        "class-names-type",
+        _meta("class_names", '{"a": 1}'),
+        "patch bank metadata 'class_names' must be a JSON list of strings",
     ),
-    (
-        "bank-class-names-type",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(m, "class_names", '{"a": 1}'))),
-        ValueError,
-        r"tampered\.safetensors: patch bank metadata 'class_names' must be a JSON list of strings",
+    _tampered_bank(
+        "donors-count", _meta("donors", '["d0"]'), "inconsistent patch bank: donors and sources need 3 entries"
     ),
-    (
-        "bank-donors-count",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(m, "donors", '["d0"]'))),
-        ValueError,
-        r"tampered\.safetensors: inconsistent patch bank: donors and sources need 3 entries",
+    _tampered_bank(
+        "float-classes", _tensor("classes", torch.float32), r".*classes is torch\.float32, expected torch\.int64"
     ),
-    (
-        "bank-float-classes",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(t, "classes", t["classes"].float()))),
-        ValueError,
-        r"tampered\.safetensors: .*classes is torch\.float32, expected torch\.int64",
-    ),
-    (
-        "bank-float-sizes",
-        lambda c: PatchBank.load(_signed_bank(c, lambda t, m: _set(t, "sizes", t["sizes"].double()))),
-        ValueError,
-        r"tampered\.safetensors: .*sizes is torch\.float64, expected torch\.int64",
-    ),
-    (
-        "bank-nan-norm-boxes",
-        lambda c: PatchBank.load(_signed_bank(c, _nan_norm_box)),
-        ValueError,
-        r"tampered\.safetensors: inconsistent patch bank layout: norm_boxes that are NaN or outside \[0, 1\]",
+    _tampered_bank("float-sizes", _tensor("sizes", torch.float64), r".*sizes is torch\.float64, expected torch\.int64"),
+    _tampered_bank(
+        "nan-norm-boxes", _nan_norm_box, r"inconsistent patch bank layout: norm_boxes that are NaN or outside \[0, 1\]"
     ),
     (
         "bank-unsigned-edit",

@@ -17,7 +17,7 @@ import torch
 from dadam.config import DadamConfig
 from dadam.labels import CXR_LT_CLASSES
 from fpsm.train import TrainConfig, fit, load_checkpoint_weights, main
-from tests.helpers import write_nih_training_set
+from tests.helpers import train_config, write_nih_training_set
 
 CANVAS = 64
 EXTEND = DadamConfig(mode="extend", extra_paste=4, extra_blend=4)
@@ -41,32 +41,10 @@ def _make_normals(path, n):
 
 
 def _cfg(d, out, **kw):
-    base = dict(
-        dataset="labels-csv",
-        root=str(d),
-        train_csv=str(d / "train.csv"),
-        val_csv=str(d / "val.csv"),
-        out_dir=str(out),
-        backbone="resnet10t",
-        canvas=CANVAS,
-        batch_size=8,
-        epochs=2,
-        max_steps=8,
-        num_workers=0,
-        ckpt_every=2,
-        device="cpu",
-        progress=False,
-        log_every=1,
-        lr=1e-3,
-        warmup_steps=2,
-        tensorboard=False,
-        val_split="official",
-        dadam=EXTEND,  # 32 originals + 4 pasted + 4 blended: 5 steps per epoch
-        bank=str(d / "bank.safetensors"),
-        drop_rate=0.5,  # dropout draws from the global RNG: resume must restore it exactly
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """8 steps of extend-mode epochs (32 originals + 4 pasted + 4 blended: 5 steps per epoch), a checkpoint every 2
+    steps, dropout (it draws from the global RNG: resume must restore it exactly); ``kw``: other fields."""
+    fields = dict(canvas=CANVAS, batch_size=8, epochs=2, max_steps=8, ckpt_every=2, warmup_steps=2, drop_rate=0.5)
+    return train_config(d, out, **{**fields, "dadam": EXTEND, "bank": str(d / "bank.safetensors"), **kw})
 
 
 @pytest.fixture(scope="module")
