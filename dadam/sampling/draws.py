@@ -1,7 +1,9 @@
 """The building blocks of the samplers: pure functions of uniforms, written per row so that a kernel can follow them.
 
 Each takes uniforms in ``[0, 1)`` and lookup tables and returns indices or boxes; none draws random numbers, syncs
-with the host or loops over samples (fixed small loops over slots and candidates live in the rules).
+with the host or loops over samples (fixed small loops over slots and candidates live in the rules). What every rule
+does alike is here once: :func:`recipients` (positives, normal images, the gate), :func:`pick_and_place` (a patch of a
+class and its box) and :class:`Slots` (slots filled first-fit, then the params).
 """
 
 from __future__ import annotations
@@ -132,13 +134,13 @@ class Recipients(NamedTuple):
 
 
 def recipients(
-    labels: torch.Tensor, gate: torch.Tensor, tables: SamplerTables, p: float, mask: torch.Tensor | None = None
+    labels: torch.Tensor, u_gate: torch.Tensor, tables: SamplerTables, p: float, mask: torch.Tensor | None = None
 ) -> Recipients:
     """The positives, the normal images and the gate of a batch (the first lines of every rule).
 
     Args:
         labels: ``(B, C)`` multi-hot labels (> 0.5 positive; NaN unknown, not positive).
-        gate: ``(B,)`` uniforms in ``[0, 1)``: a sample may change when its uniform is below ``p``.
+        u_gate: ``(B,)`` uniforms in ``[0, 1)``: a sample may change when its uniform is below ``p``.
         tables: the :class:`~dadam.sampling.SamplerTables` (``not_nf`` and ``no_finding`` are read).
         p: the per-sample probability.
         mask: ``(B,)`` bool, the samples that may change (None: all).
@@ -147,15 +149,15 @@ def recipients(
         the :class:`Recipients`.
 
     Shape:
-        labels ``(B, C)``, gate ``(B,)`` -> pos / pos_other ``(B, C)``, normal / gate ``(B, 1)``.
+        labels ``(B, C)``, u_gate ``(B,)`` -> pos / pos_other ``(B, C)``, normal / gate ``(B, 1)``.
     """
     pos = labels > 0.5  # (B, C), NaN -> False
     pos_other = pos & tables.not_nf  # (B, C)
     normal = pos[:, tables.no_finding, None] > pos_other.any(1, keepdim=True)  # (B, 1) "No Finding" and nothing else
-    may_change = gate[:, None] < p  # (B, 1)
+    gate = u_gate[:, None] < p  # (B, 1)
     if mask is not None:
-        may_change = may_change & mask[:, None]
-    return Recipients(pos, pos_other, normal, may_change)
+        gate = gate & mask[:, None]
+    return Recipients(pos, pos_other, normal, gate)
 
 
 def has_class(row_bits: torch.Tensor, class_bits: torch.Tensor) -> torch.Tensor:
