@@ -111,7 +111,9 @@ class AccuracyConfig:
     eval_split: str = "test"
     eval_batch: int = 64
     n_boot: int = 1000
-    dadam: DadamConfig = field(default_factory=lambda: DadamConfig(p=0.5, max_patches=3))
+    dadam: DadamConfig = field(
+        default_factory=lambda: DadamConfig(p=0.5, max_patches=3, mode="replace")
+    )  # every fine-tune batch, online with probability p
     channels_last: bool = True
     bf16: bool = False
 

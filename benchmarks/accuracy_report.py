@@ -169,7 +169,8 @@ def write_png(doc: Mapping, path: str | os.PathLike) -> None:
             left.scatter([x] * len(seeds), seeds, color="black", s=10, zorder=3)
     left.set_xticks(np.arange(len(arms)), [f"{a}: {doc['arms'][a]['short']}" for a in arms], fontsize=8)
     left.set_ylabel(f"AP on the {doc['eval_split']} set")
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="upper left", ncol=2)
+    left.set_ylim(0, 1.3 * left.get_ylim()[1])  # room for the legend above the bars
     left.set_title(f"arms ({len(doc['config']['seeds'])} seeds; dots: seeds)", fontsize=10)
     ci = doc["ci"]
     if not ci:
