@@ -30,39 +30,28 @@ Output: the estimated run time before training, a progress bar, Markdown tables 
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
+import hashlib
+import json
+import os
 import pathlib
 import sys
+import time
+from collections.abc import Sequence
 
-HERE = pathlib.Path(__file__).resolve().parent
-if not __package__:  # run as a file (python benchmarks/accuracy.py): import this folder as the package by location
-    _spec = importlib.util.spec_from_file_location(
-        "benchmarks", HERE / "__init__.py", submodule_search_locations=[str(HERE)]
-    )
-    sys.modules["benchmarks"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["benchmarks"])
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-from benchmarks.accuracy_arms import probe_seconds, realism_supported, run_arms  # noqa: E402
-from benchmarks.accuracy_config import ARM_NAMES, PRESETS, accuracy_preset  # noqa: E402
-from benchmarks.accuracy_data import DEFAULT_CACHE, load_phantom_data  # noqa: E402
-from benchmarks.accuracy_report import json_document, markdown_tables, run_metrics, write_png  # noqa: E402
-from benchmarks.accuracy_stats import class_groups, paired_bootstrap  # noqa: E402
-from dadam import DiseasedAreaAugment, LabelStats  # noqa: E402
-from dadam.files import atomic_write  # noqa: E402
-from dadam.labels import CXR_LT_CLASSES  # noqa: E402
+from benchmarks.accuracy_arms import probe_seconds, realism_supported, run_arms
+from benchmarks.accuracy_config import ARM_NAMES, PRESETS, accuracy_preset
+from benchmarks.accuracy_data import DEFAULT_CACHE, load_phantom_data
+from benchmarks.accuracy_report import json_document, markdown_tables, run_metrics, write_png
+from benchmarks.accuracy_stats import class_groups, paired_bootstrap
+from benchmarks.config import device_from_args
+from dadam import DiseasedAreaAugment, LabelStats
+from dadam.files import atomic_write
+from dadam.labels import CXR_LT_CLASSES
 
 __all__ = ["main"]
 
-RESULTS = HERE / "results"
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,13 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    device = device_from_args(parser, args)
     cfg = _config(args, parser, device)
     json_path = args.json or (RESULTS / f"accuracy_{cfg.preset}.json" if cfg.preset in ("cpu", "gpu") else None)
     budget = args.budget_minutes if args.budget_minutes is not None else 45.0 if cfg.preset == "cpu" else None

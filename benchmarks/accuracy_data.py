@@ -90,23 +90,17 @@ def _cxr_lt_split(root: pathlib.Path, canvas: int) -> Split:
 def _bank(root: pathlib.Path, options: DataOptions, *, progress: bool, workers: int) -> PatchBank:
     """A patch bank from phantom NIH and ChestX-Det boxes, cut at the experiment's canvas."""
     canvas, common = options.canvas, dict(progress=progress, workers=workers, overwrite=True)
-    nih = generate(
-        "nih",
-        root / "nih",
-        n=options.n_nih,
-        size=canvas,
-        seed=_seed(options, "nih"),
-        min_rate=options.bank_min_rate,
-        **common,
-    )
-    det = generate(
-        "chestx-det",
-        root / "chestx-det",
-        n=options.n_chestx_det,
-        size=canvas,
-        seed=_seed(options, "chestx_det"),
-        min_rate=options.bank_min_rate,
-        **common,
+    nih, det = (
+        generate(
+            layout,
+            root / layout,
+            n=n,
+            size=canvas,
+            seed=_seed(options, layout.replace("-", "_")),
+            min_rate=options.bank_min_rate,
+            **common,
+        )
+        for layout, n in (("nih", options.n_nih), ("chestx-det", options.n_chestx_det))
     )
     boxes = pd.concat(
         [

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from dadam.config import DadamConfig
 
-__all__ = ["DADAM", "SKIPPABLE", "BenchConfig", "make_config"]
+__all__ = ["DADAM", "SKIPPABLE", "BenchConfig", "device_from_args", "make_config"]
 
 # The DADAM options every benchmark row uses: every eligible image augmented, up to 4 patches on a normal image.
 DADAM = DadamConfig(p=1.0, max_patches=4)
@@ -165,3 +168,17 @@ def make_config(
     cfg.skip = tuple(skip)
     cfg.progress = progress
     return cfg
+
+
+def device_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The device of a benchmark command line (``--device``, default CUDA when there is one) and its CPU threads
+    (``--threads``, when the command has the flag): set for this process, bad values reported through ``parser``."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return device

@@ -36,7 +36,6 @@ from benchmarks.inputs import (
     smooth_images,
     write_jpegs,
 )
-from benchmarks.loader import loader_group
 from benchmarks.realism import realism_group
 from benchmarks.results import Result, add_ratios, check_targets
 from benchmarks.sampler import sampler_group
@@ -433,6 +432,14 @@ def pipeline_group(cfg: BenchConfig, progress: Progress | None = None) -> list[R
     return results
 
 
+def _loader_group(cfg: BenchConfig, progress: Progress) -> list[Result]:
+    """The input-pipeline rows of :mod:`benchmarks.loader`, imported here so that ``python -m benchmarks.loader``
+    does not find its own module already imported by the package."""
+    from benchmarks.loader import loader_group
+
+    return loader_group(cfg, progress)
+
+
 def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tuple[list[Result], list[dict]]:
     """Run every benchmark group of ``cfg``; return the rows (with ratios) and the target checks.
 
@@ -456,7 +463,7 @@ def run_benchmarks(cfg: BenchConfig, *, group_wall_s: dict | None = None) -> tup
             ("train", train_group),
             ("pipeline", pipeline_group),
             ("sampler", sampler_group),
-            ("loader", loader_group),
+            ("loader", _loader_group),
             ("realism", realism_group),
         ):
             t0 = time.perf_counter()

@@ -26,30 +26,21 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
+import json
 import pathlib
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-HERE = pathlib.Path(__file__).resolve().parent
-if not __package__:  # run as a file: import this folder as the package by location
-    _spec = importlib.util.spec_from_file_location(
-        "benchmarks", HERE / "__init__.py", submodule_search_locations=[str(HERE)]
-    )
-    sys.modules["benchmarks"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["benchmarks"])
+import pandas as pd
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.results import Result  # noqa: E402
-from benchmarks.timing import sync  # noqa: E402
+from benchmarks.config import device_from_args
+from benchmarks.results import Result
+from benchmarks.timing import sync
 
 __all__ = ["LoaderBench", "loader_group", "main", "run_loader_bench"]
 
@@ -265,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--csv", default=None, help="a label table to read images from instead of written JPEGs")
     p.add_argument("--json", type=pathlib.Path, default=None, help="write the rows here")
     args = p.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but torch.cuda.is_available() is False")
+    device = device_from_args(p, args)
     cuda = device == "cuda"
     cfg = LoaderBench(
         device=device,

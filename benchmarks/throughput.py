@@ -52,7 +52,7 @@ from collections.abc import Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.config import SKIPPABLE, make_config  # noqa: E402
+from benchmarks.config import SKIPPABLE, device_from_args, make_config  # noqa: E402
 from benchmarks.groups import run_benchmarks  # noqa: E402
 from benchmarks.report import format_table, json_report, write_png  # noqa: E402
 from dadam.files import atomic_write  # noqa: E402
@@ -99,17 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 if the naive loop's output differs from DADAM's)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
+    device = device_from_args(parser, args)
     if args.size is not None and args.size < 16:
         parser.error(f"--size must be >= 16, got {args.size}")
     if args.batch and min(args.batch) < 1:
         parser.error(f"--batch sizes must be >= 1, got {args.batch}")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     quick = (device == "cpu") if args.quick is None else args.quick
     cfg = make_config(
         device=device,
