@@ -392,8 +392,6 @@ class DiseasedAreaAugment(nn.Module):
         self._check_labels(labels, values=ok is None)  # on a GPU: the label values go into ok (sampler or below)
         if labels.shape[0] != B:
             raise ValueError(f"images and labels differ in batch size: {B} and {labels.shape[0]}")
-        if ok is None:
-            check_image_values(images)  # on a GPU: checked by the paste
         if params is None:
             if self.placement == "lung" and lung_boxes is None:
                 lung_boxes = lung_box(images)  # (B, 4) torch ops, no host sync; always valid boxes
@@ -414,6 +412,8 @@ class DiseasedAreaAugment(nn.Module):
             params = dataclasses.replace(params, labels=apply_labels(labels, params, soft_label=self.soft_label))
         if B == 0:  # empty batch: returned as is
             return (images, labels, params) if return_params else (images, labels)
+        if ok is None:  # on a GPU: checked by the paste kernel
+            check_image_values(images, params.boxes, params.active)
         params = self.intensity_map(images, params, ok=ok)  # measured before an in-place paste writes the images
         out = self._paste(images, params, inplace=inplace, ok=ok)
         if ok is not None:

@@ -49,13 +49,34 @@ PATHS = ("auto", "triton", "vectorised", "loop")
 _T = TypeVar("_T")
 
 
-def check_image_values(images: torch.Tensor) -> None:
-    """Float images must be in ``[0, 1]`` (uint8 always is in range). On the CPU a ``ValueError`` names the range
-    found; on a GPU a device-side assert (``torch._assert_async``, no host sync) stops the process at the next
-    synchronisation."""
+def check_image_values(
+    images: torch.Tensor, boxes: torch.Tensor | None = None, active: torch.Tensor | None = None
+) -> None:
+    """Float images must be in ``[0, 1]`` (uint8 always is in range).
+
+    On the CPU a ``ValueError`` names the range found; on a GPU a device-side assert (``torch._assert_async``, no host
+    sync) stops the process at the next synchronisation. With ``boxes`` ``(B, K, 4)`` and ``active`` ``(B, K)`` (a
+    call's params), the CPU checks only the pixels under the active patches, the ones DADAM reads or replaces: a
+    whole-image scan would cost a fifth of an out-of-place paste, and an image on the wrong scale (0..255, or already
+    normalised) shows it under any patch.
+    """
     if not images.is_floating_point() or images.numel() == 0:
         return
-    low, high = torch.aminmax(images)  # NaN propagates and fails the test below
+    if boxes is not None and images.device.type == "cpu":
+        H, W = images.shape[2:]
+        slots = active.reshape(-1).nonzero().flatten().tolist()  # CPU-only path: host ints are free here
+        rows = boxes.reshape(-1, 4)[slots].tolist()  # CPU-only path
+        K = active.shape[1]
+        ranges = [
+            torch.aminmax(images[i // K, :, max(y0, 0) : min(y1, H), max(x0, 0) : min(x1, W)])
+            for i, (x0, y0, x1, y1) in zip(slots, rows, strict=True)
+            if min(y1, H) > max(y0, 0) and min(x1, W) > max(x0, 0)
+        ]
+        if not ranges:
+            return
+        low, high = torch.stack([r.min for r in ranges]).min(), torch.stack([r.max for r in ranges]).max()
+    else:
+        low, high = torch.aminmax(images)  # NaN propagates and fails the test below
     if images.device.type != "cpu":
         torch._assert_async((low >= 0) & (high <= 1), "DADAM: float images must be in [0, 1]")
     elif not (float(low) >= 0 and float(high) <= 1):
@@ -234,7 +255,7 @@ def paste_patches(
     if cpu:
         _check_overlaps_cpu(sizes, boxes, patch_ids, active, *images.shape[2:])
         if ok is not None:
-            check_image_values(images)
+            check_image_values(images, boxes, active)
     path, out = _try_triton(path, cpu, lambda: _triton(*args, inplace=inplace, ok=ok, **options))
     if out is not None:
         return out
@@ -298,7 +319,7 @@ def match_intensity(
     args = (images, pixels, offsets, sizes, boxes, patch_ids, active)
     cpu = images.device.type == "cpu" and not torch.compiler.is_compiling()
     if cpu and ok is not None:
-        check_image_values(images)
+        check_image_values(images, boxes, active)
     path, out = _try_triton(path, cpu, lambda: _match_triton(*args, mode=mode, ok=ok))
     if out is not None:
         return out

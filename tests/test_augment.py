@@ -447,10 +447,20 @@ def test_out_of_range_values_raise_naming_the_tensor_and_range(bank, stats, tabl
     for bad, found in ((images * 255, r"\[0\.\d+, 25\d\.\d+\]"), (images - 0.5, r"\[-0\.4\d+, 0\.4\d+\]")):
         with pytest.raises(ValueError, match=r"images \(torch.float32\) must be in \[0, 1\], got values in " + found):
             aug(bad, labels)
+    # On the CPU the pixels under the placed patches are checked (those DADAM reads or replaces): a NaN there raises,
+    # one elsewhere is left to the caller
+    _, _, params = aug(images, labels, return_params=True)
+    b, k = (int(i) for i in params.active.nonzero()[0])
+    x0, y0 = (int(v) for v in params.boxes[b, k, :2])
     nan_image = images.clone()
-    nan_image[2, 0, 5, 5] = float("nan")
+    nan_image[b, 0, y0, x0] = float("nan")
     with pytest.raises(ValueError, match=r"must be in \[0, 1\], got values in \[nan, nan\]"):
-        aug(nan_image, labels)
+        aug(nan_image, labels, params=params)
+    untouched = params.active.any(1).logical_not().nonzero().flatten()
+    assert len(untouched) > 0, "the case needs a sample without patches"
+    outside = images.clone()
+    outside[untouched[0]] = float("nan")  # a sample DADAM leaves alone
+    aug(outside, labels, params=params)
     aug(images.to(torch.float16), labels)  # in range: fine
     aug((images * 255).to(torch.uint8), labels)  # uint8 is always in range
     soft = labels.clone()
