@@ -88,7 +88,7 @@ def _assert_same(got, want, where=""):
             raise AssertionError(f"{where}{name} differs at {bad.nonzero()[:5].tolist()}")
 
 
-def _kernel_vs_torch(labels, tables, config, *, seed, mask=None, extreme=False, ok=None, lungs=None):
+def _assert_kernel_equals_torch(labels, tables, config, *, seed, mask=None, extreme=False, ok=None, lungs=None):
     spec, u = _uniforms(config, len(labels), seed=seed, extreme=extreme)
     want = cooccurrence_params(labels, u, tables, config, mask, lungs)
     got = draw_params(
@@ -129,7 +129,7 @@ def test_kernel_equals_the_torch_rule_given_the_same_uniforms(bank, stats, table
     tables, _ = build_tables(bank, stats, config)
     labels = _labels(table, 45, seed=case)  # 45: the last program of 16 samples is partly empty
     mask = (torch.rand(90, generator=torch.Generator().manual_seed(case)) < 0.7)[::2] if case % 2 else None  # strided
-    got = _kernel_vs_torch(labels, tables, config, seed=100 + case, mask=mask, extreme=case >= 2)
+    got = _assert_kernel_equals_torch(labels, tables, config, seed=100 + case, mask=mask, extreme=case >= 2)
     assert (got.mode == 1).sum() >= 5 and (got.mode == 2).sum() >= 1, "too few pastes and blends to test"
     if mask is not None:
         assert not got.changed[~mask].any()
@@ -154,7 +154,9 @@ def test_kernel_equals_the_torch_rule_on_random_options(bank, stats, table, seed
     )
     tables, _ = build_tables(bank, stats, config)
     mask = torch.from_numpy(rng.random(70) < 0.8)
-    _kernel_vs_torch(_labels(table, 70, seed=seed), tables, config, seed=seed, mask=mask, extreme=bool(seed % 2))
+    _assert_kernel_equals_torch(
+        _labels(table, 70, seed=seed), tables, config, seed=seed, mask=mask, extreme=bool(seed % 2)
+    )
 
 
 LUNG_OPTIONS = [
@@ -181,7 +183,7 @@ def test_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, table, ca
     labels = _labels(table, 45, seed=20 + case)
     lungs = _lung_boxes(45, seed=30 + case)
     mask = (torch.rand(45, generator=g) < 0.8) if case == 1 else None
-    got = _kernel_vs_torch(labels, tables, config, seed=40 + case, mask=mask, extreme=case > 0, lungs=lungs)
+    got = _assert_kernel_equals_torch(labels, tables, config, seed=40 + case, mask=mask, extreme=case > 0, lungs=lungs)
     aligned = cooccurrence_params(
         labels,
         _uniforms(config, 45, seed=40 + case, extreme=case > 0)[1],
@@ -202,7 +204,7 @@ def test_label_dtypes_and_strides(bank, stats, table, dtype):
     tables, _ = build_tables(bank, stats, config)
     labels = _labels(table, 20, seed=7).to(dtype).t().contiguous().t()  # column-major (B, C)
     assert labels.stride() == (1, 20)
-    got = _kernel_vs_torch(labels, tables, config, seed=8)
+    got = _assert_kernel_equals_torch(labels, tables, config, seed=8)
     assert got.labels.is_contiguous() and (got.mode == 2).any()
 
 
@@ -219,7 +221,7 @@ def test_weights_whose_sums_depend_on_the_order(bank, stats, table):
         companion_weight=tables.companion_weight * scale,
     )
     labels = _labels(table, 40, seed=9)
-    _kernel_vs_torch(labels, tables, config, seed=10, extreme=True)
+    _assert_kernel_equals_torch(labels, tables, config, seed=10, extreme=True)
 
 
 def test_the_cdf_rounding_decides_the_class(bank, stats):
@@ -258,14 +260,14 @@ def test_thirty_two_classes_use_every_bit():
     tables, _ = build_tables(bank, LabelStats.from_labels(table, class_names=names), config)
     labels = table[torch.randint(0, 500, (40,), generator=g)]
     labels[:10] = table[:10]
-    got = _kernel_vs_torch(labels, tables, config, seed=1)
+    got = _assert_kernel_equals_torch(labels, tables, config, seed=1)
     assert (got.classes == 31).any() and bool((got.labels[got.mode == 1, 31] == 1).any())
 
 
 def test_empty_batch(bank, stats, table):
     config = DadamConfig(max_patches=3)
     tables, _ = build_tables(bank, stats, config)
-    got = _kernel_vs_torch(table[:0], tables, config, seed=0)
+    got = _assert_kernel_equals_torch(table[:0], tables, config, seed=0)
     assert got.boxes.shape == (0, 3, 4) and got.labels.shape == (0, 26)
 
 
@@ -504,7 +506,7 @@ def test_ptx_for_sm90_keeps_the_rounding_of_the_torch_rule(bank, stats):
 # ---------------------------------------------------------------------------------------- CUDA: the compiled kernel
 
 
-def _cuda_kernel_vs_torch(labels, spec, u, tables, config, *, mask=None, lungs=None):
+def _assert_cuda_kernel_equals_torch(labels, spec, u, tables, config, *, mask=None, lungs=None):
     """The kernel on CUDA (``backend="triton"``) equals the torch rule on CUDA and on the CPU for the same uniforms,
     and leaves the ok word at 1."""
     want_cpu = cooccurrence_params(labels, u, tables, config, mask, lungs)
@@ -528,7 +530,7 @@ def test_cuda_kernel_equals_the_torch_rule(bank, stats, table, case):
     labels = _labels(table, 3000, seed=case)
     mask = torch.rand(3000, generator=torch.Generator().manual_seed(case)) < 0.8
     spec, u = _uniforms(config, 3000, seed=case, extreme=case % 2 == 1)
-    _cuda_kernel_vs_torch(labels, spec, u, tables, config, mask=mask)
+    _assert_cuda_kernel_equals_torch(labels, spec, u, tables, config, mask=mask)
 
 
 @pytest.mark.gpu
@@ -537,7 +539,7 @@ def test_cuda_kernel_equals_the_torch_rule_with_lung_placement(bank, stats, tabl
     config, tables, _ = _lung_case(bank, stats, case)
     labels, lungs = _labels(table, 3000, seed=case), _lung_boxes(3000, seed=case)
     spec, u = _uniforms(config, 3000, seed=case, extreme=True)
-    _cuda_kernel_vs_torch(labels, spec, u, tables, config, lungs=lungs)
+    _assert_cuda_kernel_equals_torch(labels, spec, u, tables, config, lungs=lungs)
 
 
 @pytest.mark.gpu
