@@ -388,12 +388,12 @@ def test_cuda_in_place_forward_equals_cpu_without_sync(bank, stats, table, dtype
     labels = table[:64].clone()
     out, lab, params = aug(images, labels, return_params=True)
     aug_cuda = _aug(bank, stats, p=0.9, generator=2).cuda()
-    target, cuda_params = images.cuda(), params.to("cuda")
-    aug_cuda(target.clone(), labels.cuda(), params=cuda_params, inplace=True)  # build outside the check
+    target, cuda_params, cuda_labels = images.cuda(), params.to("cuda"), labels.cuda()  # copies sync: before the check
+    aug_cuda(target.clone(), cuda_labels.clone(), params=cuda_params, inplace=True)  # build outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        res, lab_cuda = aug_cuda(target, labels.cuda(), params=cuda_params, inplace=True)
+        res, lab_cuda = aug_cuda(target, cuda_labels, params=cuda_params, inplace=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert res is target and torch.equal(res.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
@@ -512,9 +512,9 @@ def test_cuda_out_of_range_values_stop_with_a_device_assert(tmp_path):
         "from tests.helpers import make_bank, make_label_table\n"
         "y = make_label_table(200)\n"
         "aug = DiseasedAreaAugment(make_bank(canvas=64), LabelStats.from_labels(y), generator=0).cuda()\n"
-        "x = torch.rand(8, 1, 64, 64, device='cuda')\n"
+        "x, y8 = torch.rand(8, 1, 64, 64, device='cuda'), y[:8].cuda()\n"
     )
-    assert_device_assert_stops(setup, "aug(x * 255, y[:8].cuda())", "float images must be in [0, 1]")
+    assert_device_assert_stops(setup, "aug(x * 255, y8)", "float images must be in [0, 1]")
 
 
 # ---------------------------------------------------------------- feather and match
@@ -618,11 +618,12 @@ def test_cuda_forward_with_feather_and_match_equals_cpu_without_sync(bank, stats
     out, lab, params = _aug(bank, stats, **options)(images, labels, return_params=True)
     aug_cuda = _aug(bank, stats, **options).cuda()
     plain = dataclasses.replace(params, gain=None, offset=None).to("cuda")  # measured on the GPU
-    aug_cuda(images.cuda(), labels.cuda(), params=plain)  # build outside the check
+    cuda_images, cuda_labels = images.cuda(), labels.cuda()  # copies from the host sync: before the check
+    aug_cuda(cuda_images, cuda_labels, params=plain)  # build outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        res, lab_cuda, got = aug_cuda(images.cuda(), labels.cuda(), params=plain, return_params=True)
+        res, lab_cuda, got = aug_cuda(cuda_images, cuda_labels, params=plain, return_params=True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(res.cpu(), out) and torch.equal(lab_cuda.cpu(), lab)
