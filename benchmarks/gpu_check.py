@@ -82,6 +82,19 @@ def _events_time(fn: Callable[[], object], *, calls: int, rounds: int, warmup: i
     return statistics.median(time_call(fn, device=device, warmup=warmup, repeats=rounds, inner=calls))
 
 
+def _host_time(fn: Callable[[], object], *, calls: int = 20, device: str = "cuda") -> float:
+    """Seconds per call that the host spends issuing ``calls`` back-to-back calls, without waiting for the device
+    (20 calls of a few launches stay far below the launch queue's depth). Against the events time of the same call
+    it says which side bounds the rate: a host time close to it means the GPU waits for Python."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    seconds = (time.perf_counter() - t0) / calls
+    _sync(device)
+    return seconds
+
+
 def _sync_warnings(fn: Callable[[], object]) -> int | None:
     """Host syncs torch reports while ``fn`` runs (``set_sync_debug_mode("warn")``); None on the CPU."""
     if not _cuda():
@@ -110,7 +123,11 @@ def _profile(fn: Callable[[], object]) -> dict:
         _sync("cuda" if cuda else "cpu")
     events = prof.events()
     names = [e.name for e in events]
-    kernels = [e.name for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    on_device = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    kernels = [e.name for e in on_device]
+    kernel_us: dict[str, float] = {}
+    for e in on_device:  # device time by kernel (the long C++ names of torch's kernels cut to their start)
+        kernel_us[e.name[:48]] = kernel_us.get(e.name[:48], 0.0) + e.time_range.elapsed_us()
     launches = [n for n in names if n.startswith(("cudaLaunchKernel", "cuLaunchKernel"))]
     # host waits inside fn (the profiler's own cudaDeviceSynchronize after it is left out)
     syncs = [n for n in names if n in ("cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy", "cudaMemcpy2D")]
@@ -119,6 +136,8 @@ def _profile(fn: Callable[[], object]) -> dict:
         "launch_calls": len(launches),
         "sync_calls": len(syncs),
         "kernel_names": sorted(set(kernels))[:40],
+        "device_us": round(sum(kernel_us.values()), 1),
+        "kernel_us": {k: round(v, 1) for k, v in sorted(kernel_us.items(), key=lambda kv: -kv[1])},
     }
 
 
@@ -167,6 +186,8 @@ def step_dadam(z: Sizes) -> dict:
         for name, fn in calls.items():
             seconds = _events_time(fn, calls=20 if dev == "cuda" else 2, rounds=7 if dev == "cuda" else 2, device=dev)
             case[name] = {"img_s": B / seconds, "us_per_call": seconds * 1e6}
+        for name in ("out_of_place", "in_place", "feather_match"):
+            case[name]["host_us_per_call"] = _host_time(calls[name], device=dev) * 1e6
         case["steady_syncs"] = _sync_warnings(lambda i=images, y=labels: aug(i, y))
         case["profile_out_of_place"] = _profile(lambda i=images, y=labels: aug(i, y))
         case["profile_in_place"] = _profile(lambda w=work, y=labels: aug(w, y, inplace=True))
@@ -318,6 +339,13 @@ def step_summary(out: pathlib.Path) -> str:
                 f"{key:14}{c['clone']['img_s'] / 1e3:>9.0f}k{c['out_of_place']['img_s'] / 1e3:>13.0f}k"
                 f"{c['in_place']['img_s'] / 1e3:>11.0f}k{c['fraction_of_clone']:>10.2f}{c['in_place_vs_out_of_place']:>8.1f}"
             )
+        lines.append("per call (us): events time / host time issuing it / device time of its kernels (profiler)")
+        for key, c in dadam["cases"].items():
+            for mode in ("out_of_place", "in_place"):
+                host = c[mode].get("host_us_per_call")
+                device = c[f"profile_{mode}"].get("device_us")
+                if host is not None and device is not None:
+                    lines.append(f"  {key:12} {mode:13}{c[mode]['us_per_call']:>8.0f}{host:>8.0f}{device:>8.0f}")
         checks = []
         for key, c in dadam["cases"].items():
             target = TARGETS["f32_fraction_of_clone" if key.startswith("float32") else "u8_fraction_of_clone"]

@@ -5,12 +5,12 @@
 # and its dependencies; /.whl/ is git-ignored) are installed for this run only, into a folder under /tmp.
 # Steps (each under its own time limit, all within BUDGET seconds, 470 by default: the whole check fits 8 minutes):
 #   env       versions, the GPU, what Triton's launcher build needs (a C compiler, Python.h)
-#   pytest    pytest -m gpu on the test files that hold GPU tests (--continue-on-collection-errors)
 #   dadam     DADAM at B=256, 3x448 float32 and 1x448 uint8, out of place and in place, against the clone; the
-#             backend; host syncs (first call of a fresh module, later call); launches and syncs per forward
-#             (torch.profiler)
+#             backend; host syncs (first call of a fresh module, later call); launches, syncs and device time per
+#             forward (torch.profiler); the host's time to issue a call
 #   fpsm      a TResNet-L FPSM step (B=64, 448, bf16) with and without DADAM, timed as pipelined blocks
 #   bigbatch  1024x3x1024x1024 uint8 (more than 2**31 elements): the kernels against each other and the CPU loop
+#   pytest    pytest -m gpu on the test files that hold GPU tests (--continue-on-collection-errors)
 #   summary   the issue's targets with PASS / MISS
 # Output in $OUT (default gpu_out): <step>.json and <step>.log per step, pytest_gpu.xml, steps.txt (exit status and
 # seconds of each step) and summary.txt. Without CUDA every GPU step is skipped at once ("skipped: no CUDA").
@@ -80,14 +80,15 @@ gpu_step() { # gpu_step NAME LIMIT_S CMD...: a step that needs CUDA
 # ---------------------------------------------------------------- steps, most important first
 gpu_step dadam 110 $PY -m benchmarks.gpu_check dadam
 gpu_step fpsm 130 $PY -m benchmarks.gpu_check fpsm
+gpu_step bigbatch 70 $PY -m benchmarks.gpu_check bigbatch
+# last: the GPU tests compile each kernel variant they run (Triton), about 4 minutes on an H200 on 2026-11-27
 mapfile -t GPU_TESTS < <(grep -l "pytest.mark.gpu" tests/test_*.py)
 if $PY -c "import pytest" 2>/dev/null; then
-    gpu_step pytest 150 $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfEs --continue-on-collection-errors \
+    gpu_step pytest 330 $PY -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfEs --continue-on-collection-errors \
         --durations=5 --junitxml="$OUT/pytest_gpu.xml" "${GPU_TESTS[@]}"
 else
     note "=== pytest: skipped (pytest does not import; put its wheels in .whl)"
 fi
-gpu_step bigbatch 70 $PY -m benchmarks.gpu_check bigbatch
 $PY -m benchmarks.gpu_check summary
 note "gpu_check: exit $status after $((SECONDS - T0)) s (budget ${BUDGET} s)"
 exit $status

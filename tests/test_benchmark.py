@@ -313,3 +313,19 @@ def test_sampler_group_rows_and_target():
     assert "5000 label rows in" in report.format_table(rows, checks)
     cfg.skip = ("sampler",)
     assert all(r.status == "skipped: --skip sampler" for r in sampler_group(cfg))
+
+
+def test_gpu_check_dadam_step_records_host_and_device_time_and_the_summary_shows_them(tmp_path, capsys):
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["dadam", "--cpu-smoke", "--out", str(tmp_path)]) == 0
+    case = json.loads((tmp_path / "dadam.json").read_text())["cases"]["uint8_1ch"]
+    for mode in ("out_of_place", "in_place", "feather_match"):
+        assert case[mode]["host_us_per_call"] > 0 and case[mode]["us_per_call"] > 0
+    assert case["profile_out_of_place"]["device_us"] == 0  # no CUDA kernels on the CPU
+    assert gpu_check.main(["summary", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "per call (us): events time / host time issuing it / device time" in summary
+    rows = [line.split() for line in summary.splitlines() if line.startswith("  uint8_1ch ")]
+    assert [r[1] for r in rows] == ["out_of_place", "in_place"] and all(len(r) == 5 for r in rows), rows
+    assert "MISS  float32_3ch out of place >= 0.8 of the clone" in summary  # the CPU loop is far below the GPU target
