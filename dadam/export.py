@@ -244,8 +244,8 @@ def export(
     Output image ``i`` (``0 <= i < n``) comes from source row ``i % len(label_table)`` (``n > len`` repeats the table,
     each pass with new draws). Params for all ``n`` rows are drawn first from the labels alone
     (:func:`draw_params`, seeded by ``seed``) and saved. Each source image is then decoded and resized to the bank's
-    canvas with :func:`dadam.data.decode_image` (torchvision, grayscale, antialiased bilinear on uint8: the resize of
-    the online pipeline, :class:`dadam.data.LabelDataset`), augmented with :func:`augment_image` and written.
+    canvas with :func:`dadam.data.decode_image` (JPEG by torchvision, other formats by PIL; grayscale, antialiased
+    bilinear on uint8: the decode and resize of the online pipeline, :class:`dadam.data.LabelDataset`), augmented with :func:`augment_image` and written.
 
     Files in ``out_dir``:
 
