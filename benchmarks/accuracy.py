@@ -44,7 +44,7 @@ from benchmarks.accuracy_config import ARM_NAMES, PRESETS, accuracy_preset
 from benchmarks.accuracy_data import DEFAULT_CACHE, load_phantom_data
 from benchmarks.accuracy_report import json_document, markdown_tables, run_metrics, write_png
 from benchmarks.accuracy_stats import class_groups, paired_bootstrap
-from benchmarks.config import device_from_args
+from benchmarks.config import add_device_argument, device_from_args
 from dadam import DiseasedAreaAugment, LabelStats
 from dadam.files import atomic_write
 from dadam.labels import CXR_LT_CLASSES
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train FPSM with and without DADAM on phantom chest X-rays (arms a-d, several seeds) and report "
         "mAP, tail mAP, per-class AP, small- vs large-lesion AP and paired bootstrap CIs of b-a, c-a and a-d.",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    add_device_argument(p)
     p.add_argument(
         "--preset",
         choices=PRESETS,

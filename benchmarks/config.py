@@ -10,7 +10,7 @@ import torch
 
 from dadam.config import DadamConfig
 
-__all__ = ["DADAM", "SKIPPABLE", "BenchConfig", "device_from_args", "make_config"]
+__all__ = ["DADAM", "SKIPPABLE", "BenchConfig", "add_device_argument", "device_from_args", "make_config"]
 
 # The DADAM options every benchmark row uses: every eligible image augmented, up to 4 patches on a normal image.
 DADAM = DadamConfig(p=1.0, max_patches=4)
@@ -168,6 +168,13 @@ def make_config(
     cfg.skip = tuple(skip)
     cfg.progress = progress
     return cfg
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--device`` flag of a benchmark command line, read by :func:`device_from_args`."""
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu"
+    )
 
 
 def device_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from benchmarks.config import device_from_args
+from benchmarks.config import add_device_argument, device_from_args
 from benchmarks.results import Result
 from benchmarks.timing import sync
 
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.loader",
         description="Loader + DADAM images/s against the model's consumption, on the present device.",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    add_device_argument(p)
     p.add_argument("--images", type=int, default=None, help="images per epoch (default: 512 on CUDA, 64 on CPU)")
     p.add_argument("--source-size", type=int, default=None, help="side of the written JPEGs (default 1024; CPU 512)")
     p.add_argument("--canvas", type=int, default=None, help="training canvas (default: 448 on CUDA, 224 on CPU)")

@@ -52,7 +52,7 @@ from collections.abc import Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.config import SKIPPABLE, device_from_args, make_config  # noqa: E402
+from benchmarks.config import SKIPPABLE, add_device_argument, device_from_args, make_config  # noqa: E402
 from benchmarks.groups import run_benchmarks  # noqa: E402
 from benchmarks.report import format_table, json_report, write_png  # noqa: E402
 from dadam.files import atomic_write  # noqa: E402
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Images/s of online DADAM against kornia, DALI, a naive loop, the offline reference, the memory "
         "roofline, an FPSM training step and the JPEG input pipeline, on the present device.",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu")
+    add_device_argument(p)
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default: 64 256 on CUDA, 32 CPU)")
     p.add_argument("--size", type=int, default=None, help="canvas side in pixels (default 448)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="write the JSON report here")
